@@ -1,0 +1,241 @@
+"""Typed, validated configuration loaded from ``conf/lakehouse.yaml``.
+
+One file holds named profiles; ``base`` is deep-merged under the chosen profile, then
+``LAKEHOUSE__SECTION__KEY`` environment variables override single keys. Validation errors name
+the file, the profile, the key and the reason, so a typo fails at start-up, not mid-job.
+Secrets never live in the file: it only names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "conf" / "lakehouse.yaml"
+EMBEDDED = "embedded"
+ENV_PREFIX = "LAKEHOUSE__"
+
+
+class ConfigError(ValueError):
+    """Raised for any problem in the configuration; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicConfig(_Strict):
+    partitions: int = Field(ge=1, le=1024)
+    event_types: list[str] = Field(min_length=1)
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = Field(min_length=1)
+    topics: dict[str, TopicConfig] = Field(min_length=1)
+    dead_letter_topic: str = Field(min_length=1)
+    replication_factor: int = Field(default=1, ge=1)
+    security: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, str] = Field(default_factory=dict)
+    client: dict[str, str | int | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_topic_per_event_type(self) -> KafkaConfig:
+        seen: dict[str, str] = {}
+        for topic, spec in self.topics.items():
+            for event_type in spec.event_types:
+                if event_type in seen:
+                    raise ValueError(
+                        f"event type {event_type!r} is routed to two topics: {seen[event_type]!r} and {topic!r}"
+                    )
+                seen[event_type] = topic
+        if self.dead_letter_topic in self.topics:
+            raise ValueError(f"dead_letter_topic {self.dead_letter_topic!r} is also a data topic")
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.bootstrap_servers == EMBEDDED
+
+    @property
+    def topic_for_event_type(self) -> dict[str, str]:
+        return {et: topic for topic, spec in self.topics.items() for et in spec.event_types}
+
+    def client_settings(self) -> dict[str, Any]:
+        """librdkafka settings shared by producers, consumers and admin clients (no bootstrap)."""
+        settings: dict[str, Any] = {**self.security, **self.client}
+        for key, env_name in self.secret_env.items():
+            value = os.environ.get(env_name)
+            if not value:
+                raise ConfigError(f"kafka.secret_env.{key}: environment variable {env_name} is not set")
+            settings[key] = value
+        return settings
+
+
+class ProducerConfig(_Strict):
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(default=20, ge=0)
+    batch_size: int = Field(default=262144, ge=1024)
+    max_in_flight_messages: int = Field(default=100000, ge=1)
+    max_in_flight_kbytes: int = Field(default=65536, ge=1)
+    delivery_timeout_ms: int = Field(default=120000, ge=1000)
+    retries: int = Field(default=5, ge=0)
+
+
+class EmbeddedBrokerConfig(_Strict):
+    storage: Literal["memory", "s3"] = "memory"
+    state_dir: str = ".lakehouse/broker"
+    s3_bucket: str = "tansu"
+
+
+class LakeConfig(_Strict):
+    root: str = Field(min_length=1)
+    storage_options_env: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in self.root and not self.root.startswith("file://")
+
+
+class SparkConfig(_Strict):
+    master: str = "local[*]"
+    app_name: str = "lakehouse"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+
+class SchemasConfig(_Strict):
+    dir: str = "conf/schemas"
+
+
+class PiiConfig(_Strict):
+    hmac_key_env: str = "LAKEHOUSE_PII_HMAC_KEY"
+
+
+class Settings(_Strict):
+    """The resolved configuration of one profile."""
+
+    profile: str
+    source: str
+    lake: LakeConfig
+    kafka: KafkaConfig
+    producer: ProducerConfig = ProducerConfig()
+    embedded_broker: EmbeddedBrokerConfig = EmbeddedBrokerConfig()
+    spark: SparkConfig = SparkConfig()
+    schemas: SchemasConfig = SchemasConfig()
+    pii: PiiConfig = PiiConfig()
+
+    def resolve_path(self, path: str) -> str:
+        """Relative local paths are relative to the project root, so commands work from any cwd."""
+        if "://" in path or os.path.isabs(path):
+            return path
+        return str(PROJECT_ROOT / path)
+
+    @property
+    def lake_root(self) -> str:
+        return self.resolve_path(self.lake.root)
+
+    def lake_storage_options(self) -> dict[str, str]:
+        options = {}
+        for key, env_name in self.lake.storage_options_env.items():
+            value = os.environ.get(env_name)
+            if value:
+                options[key] = value
+        return options
+
+    @property
+    def schemas_dir(self) -> Path:
+        return Path(self.resolve_path(self.schemas.dir))
+
+    @property
+    def broker_state_dir(self) -> Path:
+        return Path(self.resolve_path(self.embedded_broker.state_dir))
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """LAKEHOUSE__KAFKA__BOOTSTRAP_SERVERS=x -> {"kafka": {"bootstrap_servers": "x"}}.
+
+    Values are parsed as YAML scalars so numbers and booleans keep their type.
+    """
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[path[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[path[-1]] = raw
+    return overrides
+
+
+def _format_errors(error: ValidationError, where: str) -> str:
+    lines = [f"invalid configuration in {where}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        reason = item["msg"]
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key (check spelling)"
+        lines.append(f"  - {key}: {reason}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    profile: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Load, merge and validate one profile; raise ConfigError naming file, key and reason."""
+    environ = dict(os.environ if environ is None else environ)
+    config_path = Path(path or environ.get("LAKEHOUSE_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        raw = yaml.safe_load(config_path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {config_path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping at the top level")
+    unknown = set(raw) - {"default_profile", "base", "profiles"}
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown top-level key(s) {sorted(unknown)}; expected default_profile, base, profiles")
+    profiles = raw.get("profiles") or {}
+    chosen = profile or environ.get("LAKEHOUSE_PROFILE") or raw.get("default_profile")
+    if not chosen:
+        raise ConfigError(f"{config_path}: no profile chosen and no default_profile set")
+    if chosen not in profiles:
+        raise ConfigError(f"{config_path}: unknown profile {chosen!r}; defined profiles: {sorted(profiles)}")
+    merged = _deep_merge(raw.get("base") or {}, profiles[chosen] or {})
+    merged = _deep_merge(merged, _env_overrides(environ))
+    merged["profile"] = chosen
+    merged["source"] = str(config_path)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, f"{config_path} (profile {chosen!r})")) from None
