@@ -173,15 +173,15 @@ class EmbeddedBroker:
             time.sleep(0.05)
         if _pid_alive(handle.pid):
             os.kill(handle.pid, signal.SIGKILL)
-            _reap(handle.pid)
+        _reap(handle.pid)
         self.state_file.unlink(missing_ok=True)
         return True
 
 
 def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
+    """Collect our own child's exit status so it does not linger as a zombie (no-op for others)."""
     try:
-        os.waitpid(pid, os.WNOHANG)
+        os.waitpid(pid, 0 if not _pid_alive(pid) else os.WNOHANG)
     except ChildProcessError:
         pass
 
