@@ -72,7 +72,9 @@ class BrokerHandle:
         return f"127.0.0.1:{self.port}"
 
 
-def wait_until_healthy(bootstrap_servers: str, timeout_s: float = 30.0, client_settings: dict[str, Any] | None = None) -> None:
+def wait_until_healthy(
+    bootstrap_servers: str, timeout_s: float = 30.0, client_settings: dict[str, Any] | None = None
+) -> None:
     """Health check through the Kafka AdminClient: metadata must come back with a broker in it."""
     deadline = time.monotonic() + timeout_s
     host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
@@ -98,10 +100,14 @@ def wait_until_healthy(bootstrap_servers: str, timeout_s: float = 30.0, client_s
 class EmbeddedBroker:
     """Start, find and stop the embedded Tansu broker recorded in ``state_dir``."""
 
-    def __init__(self, state_dir: Path, storage: str = "memory", s3_bucket: str = "tansu") -> None:
+    def __init__(
+        self, state_dir: Path, storage: str = "memory", s3_bucket: str = "tansu", environ: dict[str, str] | None = None
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.storage = storage
         self.s3_bucket = s3_bucket
+        # the broker's environment: S3 storage reads AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ... from it
+        self.environ = dict(os.environ if environ is None else environ)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedBroker:
@@ -126,7 +132,7 @@ class EmbeddedBroker:
         if self.storage == "memory":
             return "memory://tansu/"
         if self.storage == "s3":
-            if not os.environ.get("AWS_ENDPOINT"):
+            if not self.environ.get("AWS_ENDPOINT"):
                 raise BrokerError("embedded_broker.storage is 's3' but AWS_ENDPOINT is not set (a local S3 server URL)")
             return f"s3://{self.s3_bucket}/"
         raise BrokerError(f"embedded_broker.storage: unknown storage {self.storage!r} (memory or s3)")
@@ -143,13 +149,21 @@ class EmbeddedBroker:
         cmd = [
             str(tansu_binary()),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", self._storage_url(),
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            self._storage_url(),
         ]
         with open(log_file, "ab") as log:
             process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=self.environ,
             )
         handle = BrokerHandle(pid=process.pid, port=port, storage=self.storage, log_file=str(log_file))
         self.state_file.write_text(json.dumps(asdict(handle)))

@@ -34,11 +34,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_broker_start(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.kafka.is_embedded:
-        console.print(f"profile {settings.profile!r} uses external Kafka at {settings.kafka.bootstrap_servers}; nothing to start")
+        console.print(
+            f"profile {settings.profile!r} uses external Kafka at {settings.kafka.bootstrap_servers}; nothing to start"
+        )
         return 0
     handle = EmbeddedBroker.from_settings(settings).start()
     ensure_topics(settings, handle.bootstrap_servers)
-    console.print(f"embedded broker running: pid={handle.pid} bootstrap={handle.bootstrap_servers} storage={handle.storage}")
+    console.print(
+        f"embedded broker running: pid={handle.pid} bootstrap={handle.bootstrap_servers} storage={handle.storage}"
+    )
     return 0
 
 
@@ -128,8 +132,12 @@ def _spec_from_args(args: argparse.Namespace):
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
     )
 
 
@@ -234,8 +242,12 @@ def _add_generator_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--days", type=int, default=3, help="days of activity (default 3)")
     g.add_argument("--start-date", default="2026-11-01", help="first day, YYYY-MM-DD (default 2026-11-01)")
     g.add_argument("--duplicate-rate", type=float, default=0.02, help="share of exact re-sends (default 0.02)")
-    g.add_argument("--late-rate", type=float, default=0.02, help="share of events arriving hours-days late (default 0.02)")
-    g.add_argument("--out-of-order-rate", type=float, default=0.05, help="share of locally shuffled events (default 0.05)")
+    g.add_argument(
+        "--late-rate", type=float, default=0.02, help="share of events arriving hours-days late (default 0.02)"
+    )
+    g.add_argument(
+        "--out-of-order-rate", type=float, default=0.05, help="share of locally shuffled events (default 0.05)"
+    )
     g.add_argument("--malformed-rate", type=float, default=0.01, help="share of malformed messages (default 0.01)")
     g.add_argument("--rate", type=float, default=0, help="publish at most this many messages per second (0 = no limit)")
     g.add_argument("--truth", help="write the generator's expected truth (JSON) to this file")
@@ -246,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipelines",
         description="Lakehouse for event analytics: Kafka -> bronze/silver/gold Delta tables.",
     )
-    parser.add_argument("--profile", help="configuration profile (default: LAKEHOUSE_PROFILE or the file's default_profile)")
+    parser.add_argument(
+        "--profile", help="configuration profile (default: LAKEHOUSE_PROFILE or the file's default_profile)"
+    )
     parser.add_argument("--config", help="configuration file (default: LAKEHOUSE_CONFIG or conf/lakehouse.yaml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -257,8 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker = commands.add_parser("broker", help="start/stop/status of the embedded broker")
     broker_commands = broker.add_subparsers(dest="action", required=True, metavar="ACTION")
-    broker_commands.add_parser("start", help="start Tansu on 127.0.0.1 and create topics").set_defaults(func=cmd_broker_start)
-    broker_commands.add_parser("stop", help="stop exactly the recorded broker process").set_defaults(func=cmd_broker_stop)
+    broker_commands.add_parser("start", help="start Tansu on 127.0.0.1 and create topics").set_defaults(
+        func=cmd_broker_start
+    )
+    broker_commands.add_parser("stop", help="stop exactly the recorded broker process").set_defaults(
+        func=cmd_broker_stop
+    )
     broker_commands.add_parser("status", help="show the recorded broker (exit 1 if none)").set_defaults(
         func=cmd_broker_status
     )

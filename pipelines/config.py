@@ -224,7 +224,9 @@ def load_settings(
         raise ConfigError(f"{config_path}: expected a mapping at the top level")
     unknown = set(raw) - {"default_profile", "base", "profiles"}
     if unknown:
-        raise ConfigError(f"{config_path}: unknown top-level key(s) {sorted(unknown)}; expected default_profile, base, profiles")
+        raise ConfigError(
+            f"{config_path}: unknown top-level key(s) {sorted(unknown)}; expected default_profile, base, profiles"
+        )
     profiles = raw.get("profiles") or {}
     chosen = profile or environ.get("LAKEHOUSE_PROFILE") or raw.get("default_profile")
     if not chosen:

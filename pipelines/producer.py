@@ -86,7 +86,9 @@ class EventProducer:
         violations = self.registry.validate(event)
         headers = message_headers(event if isinstance(event, dict) else {}, trace_id)
         if violations:
-            self._dead_letter(encode_event(event), message_key(event), headers, violations, intended=self._topic_of(event))
+            self._dead_letter(
+                encode_event(event), message_key(event), headers, violations, intended=self._topic_of(event)
+            )
             return False
         self.send(self._topic_of(event), encode_event(event), message_key(event), headers)
         return True
@@ -97,7 +99,10 @@ class EventProducer:
         if event is None or violations:
             safe_event = event if isinstance(event, dict) else {}
             self._dead_letter(
-                raw, message_key(safe_event), message_headers(safe_event, trace_id), violations,
+                raw,
+                message_key(safe_event),
+                message_headers(safe_event, trace_id),
+                violations,
                 intended=self._topic_of(safe_event),
             )
             return False
@@ -127,10 +132,18 @@ class EventProducer:
         return self.settings.kafka.topic_for_event_type.get(str(event_type), self.settings.kafka.dead_letter_topic)
 
     def _dead_letter(
-        self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]], violations: list[Violation],
+        self,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        violations: list[Violation],
         intended: str,
     ) -> None:
-        dlq_headers = [*headers, (HEADER_ERROR, violations_json(violations).encode()), (HEADER_INTENDED_TOPIC, intended.encode())]
+        dlq_headers = [
+            *headers,
+            (HEADER_ERROR, violations_json(violations).encode()),
+            (HEADER_INTENDED_TOPIC, intended.encode()),
+        ]
         self.stats.dead_lettered += 1
         self._produce_with_backoff(self.settings.kafka.dead_letter_topic, value, key, dlq_headers)
 
@@ -140,7 +153,9 @@ class EventProducer:
         else:
             self.stats.delivered[message.topic()] += 1
 
-    def _produce_with_backoff(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    def _produce_with_backoff(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         try:
             self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
         except BufferError:

@@ -398,13 +398,15 @@ def _violations_from(error: ValidationError) -> Iterable[Violation]:
             for name in error.instance
             if name not in known
         ]
+    # A described field states what it expects once, even when several of its keywords fail
+    # (a non-UTC timestamp breaks both pattern and format): equal violations collapse in a set.
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
-    if error.validator in ("anyOf", "oneOf") and description:
-        message = description if isinstance(error.instance, dict | list) else f"{description}; got {error.instance!r}"
-    elif description and where:
-        message = f"{error.message} (expected {description})"
-    else:
+    if not description or error.validator == "type":
         message = error.message
+    elif isinstance(error.instance, dict | list):
+        message = description
+    else:
+        message = f"expected {description}; got {_truncate(repr(error.instance), 80)}"
     return [Violation(_format_path(where), _truncate(message))]
 
 
@@ -448,5 +450,6 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not a valid JSON value")
 
 
-def _truncate(message: str) -> str:
-    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+def _truncate(message: str, limit: int = _MAX_MESSAGE) -> str:
+    """Violations are stored with quarantined events: a huge offending value must not bloat them."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def build_spark(settings: Settings, app_name: str | None = None, extra_conf: dict[str, str] | None = None) -> SparkSession:
+def build_spark(
+    settings: Settings, app_name: str | None = None, extra_conf: dict[str, str] | None = None
+) -> SparkSession:
     """Get or create the SparkSession described by the profile, with the connectors registered."""
     # Spark binds eth0 unless told otherwise; a local run must stay on loopback.
     if settings.spark.master.startswith("local"):

@@ -53,3 +53,52 @@ def spark(tmp_session_dir: Path):
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_session_dir: Path) -> Iterator[dict[str, str]]:
+    """A real S3-compatible server (moto) on 127.0.0.1, stopped by PID.
+
+    Yields the environment a client needs (endpoint, dummy credentials, region, plain HTTP).
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from pipelines.broker import free_port
+
+    port = free_port()
+    log = open(tmp_session_dir / "moto.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"moto server did not start; see {tmp_session_dir / 'moto.log'}") from None
+            time.sleep(0.1)
+    yield {
+        "AWS_ENDPOINT": endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()

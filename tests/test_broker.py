@@ -77,3 +77,54 @@ def test_unhealthy_address_fails_clearly() -> None:
 
     with pytest.raises(BrokerError, match="not healthy"):
         wait_until_healthy(f"127.0.0.1:{free_port()}", timeout_s=1)
+
+
+@pytest.mark.slow
+def test_s3_storage_survives_broker_kill(tmp_path: Path, s3_server: dict[str, str]) -> None:
+    """Durable mode: messages acknowledged before a SIGKILL are there after a restart."""
+    import signal
+    import time
+    import uuid
+
+    import boto3
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import NewTopic
+
+    bucket = f"tansu-{uuid.uuid4().hex[:8]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    broker = EmbeddedBroker(tmp_path / "state", storage="s3", s3_bucket=bucket, environ={**os.environ, **s3_server})
+    handle = broker.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": handle.bootstrap_servers})
+        admin.create_topics([NewTopic("durable", num_partitions=1, replication_factor=1)])["durable"].result(10)
+        producer = Producer({"bootstrap.servers": handle.bootstrap_servers, "enable.idempotence": True, "acks": "all"})
+        for n in range(50):
+            producer.produce("durable", value=f"m{n}".encode(), key=b"k")
+        assert producer.flush(30) == 0
+        os.kill(handle.pid, signal.SIGKILL)
+        broker.stop()  # reaps the killed process and clears the record
+        handle = broker.start()
+        consumer = Consumer(
+            {"bootstrap.servers": handle.bootstrap_servers, "group.id": "g", "enable.auto.commit": False}
+        )
+        consumer.assign([TopicPartition("durable", 0, 0)])
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(values) < 50 and time.monotonic() < deadline:
+            values += [m.value() for m in consumer.consume(100, timeout=0.5) if m.error() is None]
+        consumer.close()
+        assert values == [f"m{n}".encode() for n in range(50)]
+    finally:
+        broker.stop()
+
+
+def test_s3_storage_without_endpoint_is_a_clear_error(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(tmp_path / "state", storage="s3", environ={})
+    with pytest.raises(BrokerError, match="AWS_ENDPOINT"):
+        broker.start()

@@ -75,7 +75,12 @@ def test_unknown_key_names_file_profile_and_key(tmp_path: Path) -> None:
 
 
 def test_wrong_type_and_missing_value(tmp_path: Path) -> None:
-    path = write(tmp_path, MINIMAL.replace("partitions: 2", "partitions: many").replace("kafka: {bootstrap_servers: embedded}", "kafka: {}"))
+    path = write(
+        tmp_path,
+        MINIMAL.replace("partitions: 2", "partitions: many").replace(
+            "kafka: {bootstrap_servers: embedded}", "kafka: {}"
+        ),
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(path=path, environ={})
     message = str(info.value)
@@ -84,16 +89,17 @@ def test_wrong_type_and_missing_value(tmp_path: Path) -> None:
 
 
 def test_bad_env_override_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="producer.linger_ms"):
+    with pytest.raises(ConfigError, match=r"producer\.linger_ms"):
         load_settings(path=write(tmp_path, MINIMAL), environ={"LAKEHOUSE__PRODUCER__LINGER_MS": "-1"})
 
 
 def test_event_type_routed_twice_is_rejected(tmp_path: Path) -> None:
     text = MINIMAL.replace(
         "user.activity: {partitions: 2, event_types: [page_view]}",
-        "user.activity: {partitions: 2, event_types: [page_view]}\n      other: {partitions: 1, event_types: [page_view]}",
+        "user.activity: {partitions: 2, event_types: [page_view]}\n"
+        "      other: {partitions: 1, event_types: [page_view]}",
     )
-    with pytest.raises(ConfigError, match="page_view.*two topics"):
+    with pytest.raises(ConfigError, match=r"page_view.*two topics"):
         load_settings(path=write(tmp_path, text), environ={})
 
 

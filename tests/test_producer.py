@@ -1,0 +1,135 @@
+"""Producer library against the real broker: round trip with keys and headers, DLQ, delivery errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from pipelines.broker import ensure_topics
+from pipelines.config import Settings
+from pipelines.events import message_key
+from pipelines.producer import HEADER_ERROR, HEADER_INTENDED_TOPIC, EventProducer, ProduceError
+
+pytestmark = pytest.mark.integration
+
+
+def page_view(tenant: str, user: str, n: int) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "page_view",
+        "version": 2,
+        "occurred_at": f"2026-11-01T10:{n // 60 % 60:02d}:{n % 60:02d}.000Z",
+        "tenant_id": tenant,
+        "user_id": user,
+        "anonymous_id": None,
+        "session_id": f"s-{user}",
+        "properties": {"url": f"https://shop.example/p/{n}", "page_type": "product"},
+        "context": {"device": "desktop", "ip": "203.0.113.7", "locale": "en-US"},
+    }
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
+    """Read a whole topic with assign (no group), until `expected` messages or the timeout."""
+    from confluent_kafka.admin import AdminClient
+
+    partitions = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    messages = []
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(messages) < expected and time.monotonic() < deadline:
+        for message in consumer.consume(1000, timeout=0.5):
+            assert message.error() is None, message.error()
+            messages.append(message)
+    # a little longer, to catch anything beyond what we expected
+    messages.extend(m for m in consumer.consume(1000, timeout=1.0) if m.error() is None)
+    consumer.close()
+    return messages
+
+
+@pytest.fixture
+def isolated_settings(settings: Settings, broker) -> Settings:
+    """Fresh topics per test so counts are exact."""
+    suffix = uuid.uuid4().hex[:8]
+    kafka = settings.kafka.model_copy(
+        update={
+            "topics": {f"{name}.{suffix}": spec for name, spec in settings.kafka.topics.items()},
+            "dead_letter_topic": f"{settings.kafka.dead_letter_topic}.{suffix}",
+        }
+    )
+    isolated = settings.model_copy(update={"kafka": kafka})
+    ensure_topics(isolated, broker.bootstrap_servers)
+    return isolated
+
+
+def test_round_trip_keys_headers_and_order(isolated_settings: Settings, broker) -> None:
+    events = [page_view(f"t{n % 3}", f"u{n % 17}", n) for n in range(600)]
+    with EventProducer(isolated_settings, broker.bootstrap_servers) as producer:
+        for event in events:
+            assert producer.publish(event, trace_id=event["event_id"].replace("-", ""))
+    topic = next(t for t in isolated_settings.kafka.topics if t.startswith("user.activity"))
+    assert producer.stats.delivered[topic] == 600 and not producer.stats.failed
+
+    received = consume_all(broker.bootstrap_servers, topic, 600)
+    assert len(received) == 600, "exactly N produced, N consumed"
+    by_id = {e["event_id"]: e for e in events}
+    partitions_per_key: dict[bytes, set[int]] = {}
+    for message in received:
+        event = json.loads(message.value())
+        assert event == by_id[event["event_id"]]
+        assert message.key() == message_key(event) == f"{event['tenant_id']}:{event['user_id']}".encode()
+        headers = dict(message.headers())
+        assert headers["event_type"] == b"page_view" and headers["version"] == b"2"
+        assert headers["trace_id"] == event["event_id"].replace("-", "").encode()
+        partitions_per_key.setdefault(message.key(), set()).add(message.partition())
+    assert all(len(p) == 1 for p in partitions_per_key.values()), "one key, one partition"
+    # per key, the broker order is the publish order
+    for key in partitions_per_key:
+        sent = [e["event_id"] for e in events if message_key(e) == key]
+        got = [json.loads(m.value())["event_id"] for m in sorted(received, key=lambda m: m.offset()) if m.key() == key]
+        assert got == sent
+
+
+def test_invalid_event_goes_to_dead_letter_with_reasons(isolated_settings: Settings, broker) -> None:
+    good = page_view("acme", "u1", 1)
+    bad = page_view("acme", "u2", 2)
+    del bad["occurred_at"]
+    bad["properties"]["scroll_depth"] = "deep"
+    with EventProducer(isolated_settings, broker.bootstrap_servers) as producer:
+        assert producer.publish(good) is True
+        assert producer.publish(bad) is False
+        assert producer.publish_json(b"{not json") is False
+    assert producer.stats.dead_lettered == 2
+
+    dlq = consume_all(broker.bootstrap_servers, isolated_settings.kafka.dead_letter_topic, 2)
+    assert len(dlq) == 2
+    first, second = sorted(dlq, key=lambda m: m.offset())
+    assert json.loads(first.value())["event_id"] == bad["event_id"], "the original event is kept"
+    errors = {e["path"] for e in json.loads(dict(first.headers())[HEADER_ERROR])}
+    assert {"$.occurred_at", "$.properties.scroll_depth"} <= errors
+    assert dict(first.headers())[HEADER_INTENDED_TOPIC].decode().startswith("user.activity")
+    assert second.value() == b"{not json", "raw bytes are kept as they came"
+    assert "invalid JSON" in dict(second.headers())[HEADER_ERROR].decode()
+
+    topic = next(t for t in isolated_settings.kafka.topics if t.startswith("user.activity"))
+    assert [json.loads(m.value())["event_id"] for m in consume_all(broker.bootstrap_servers, topic, 1)] == [
+        good["event_id"]
+    ]
+
+
+def test_unreachable_broker_reports_undelivered(isolated_settings: Settings) -> None:
+    from pipelines.broker import free_port
+
+    settings = isolated_settings.model_copy(
+        update={"producer": isolated_settings.producer.model_copy(update={"delivery_timeout_ms": 1500})}
+    )
+    producer = EventProducer(settings, f"127.0.0.1:{free_port()}")
+    producer.publish(page_view("acme", "u1", 1))
+    with pytest.raises(ProduceError, match="not delivered"):
+        producer.flush(timeout_s=10)
