@@ -163,7 +163,7 @@ def publish_generated(settings: Settings, bootstrap: str, args: argparse.Namespa
         stats = producer.flush()
     elapsed = time.monotonic() - started
     if args.truth:
-        Path(args.truth).write_text(truth.to_json())
+        truth.write_truth(args.truth)
     return messages, truth, stats, elapsed
 
 
@@ -189,7 +189,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             for message in messages:
                 out.write(message.value.replace(b"\n", b" ") + b"\n")
         if args.truth:
-            Path(args.truth).write_text(truth.to_json())
+            truth.write_truth(args.truth)
         console.print(f"wrote {len(messages)} messages to {args.out}")
         return 0
     bootstrap = resolve_bootstrap_servers(settings, start=False)
@@ -216,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_counts(stats, elapsed)
         console.print(
             f"generator truth: {truth.unique_valid_events} unique valid events, "
-            f"{truth.duplicates} duplicates, {sum(truth.malformed.values())} malformed"
+            f"{truth.duplicates} duplicates, {truth.malformed} malformed"
         )
     finally:
         if broker is not None and started_here and not args.keep_broker:
@@ -238,7 +238,7 @@ def _add_generator_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("generator")
     g.add_argument("--seed", type=int, default=42, help="random seed; the same seed gives the same stream (default 42)")
     g.add_argument("--tenants", type=int, default=3, help="number of tenants (default 3)")
-    g.add_argument("--users", type=int, default=300, help="users per tenant (default 300)")
+    g.add_argument("--users", type=int, default=1000, help="users per tenant (default 1000)")
     g.add_argument("--days", type=int, default=3, help="days of activity (default 3)")
     g.add_argument("--start-date", default="2026-11-01", help="first day, YYYY-MM-DD (default 2026-11-01)")
     g.add_argument("--duplicate-rate", type=float, default=0.02, help="share of exact re-sends (default 0.02)")

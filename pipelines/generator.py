@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ NORMAL_LAG_MAX_MS = 2_000  # on-time events reach the broker within two seconds
 REPLAY_MIN_MS = 10 * 60_000  # a "much later" duplicate (replayed batch) comes 10 min to 36 h later
 REPLAY_MAX_MS = 36 * HOUR_MS
 REPLAY_SHARE = 0.3  # share of duplicates that are replays; the rest are immediate producer retries
+_UUID_CLEAR_BITS = 0xFFFFFFFF_FFFF_0FFF_3FFF_FFFFFFFFFFFF  # version nibble and variant bits
+_UUID_V4_BITS = 0x00000000_0000_4000_8000_000000000000  # version 4, RFC 4122 variant
 MAX_SWAP_DISTANCE = 10  # out-of-order messages trade places with a neighbour at most this far away
 
 SIGNUP_SHARE_OF_ANONYMOUS = 0.3  # anonymous visitors who sign up during the window
@@ -141,7 +143,7 @@ _ALERTS = {
     "payments": ("webhook retries exhausted", "card network degraded"),
 }
 _UNKNOWN_EVENT_TYPES = ("wishlist_add", "page_veiw", "refund_issued", "search")
-_BAD_TIMESTAMPS = ("2026-11-02 10:15:30", "02/11/2026 10:15", "yesterday", "2026-11-02T25:61:00Z", "")
+_BAD_TIMESTAMPS = ("2026-11-02 10:15:30", "02/11/2026 10:15", "yesterday", "2026-11-02T10:15:30+02:00", "1762078530123")
 _NUMERIC_PROPERTIES = ("price", "quantity", "amount", "item_count", "cart_value", "scroll_depth")
 _REQUIRED_ENVELOPE = ("event_id", "event_type", "version", "occurred_at", "tenant_id", "properties")
 _REQUIRED_PROPERTIES = {
@@ -199,7 +201,12 @@ class GeneratorSpec:
 
 @dataclass(frozen=True)
 class GeneratedMessage:
-    """One Kafka message in publish order; ``publish_time_ms`` is its simulated broker time (non-decreasing)."""
+    """One Kafka message, in publish order.
+
+    ``publish_time_ms`` is when the producer sent it (usable as the Kafka CreateTime): occurred_at
+    plus under two seconds, or hours to days for a late event. Like real CreateTimes it only
+    roughly increases along the stream, because out-of-order messages swapped places.
+    """
 
     topic: str
     key: bytes | None
@@ -229,6 +236,7 @@ class Truth:
     never sign up count by anonymous_id. ``distinct_identities`` is the unstitched count of
     ``coalesce(user_id, anonymous_id)``. System alerts (anonymous_id ``host-<n>``) are not users.
     Revenue is the sum of ``amount`` of completed orders, kept in minor units (cents) to stay exact.
+    A late event is one published one hour to three days after its occurred_at (re-sends come later still).
     """
 
     spec: dict[str, Any]
@@ -349,7 +357,6 @@ class _Record:
     """A valid event already encoded, plus what the defect pass needs to place it in the stream."""
 
     occurred_ms: int
-    seq: int
     topic: str
     key: bytes | None
     value: bytes
@@ -396,6 +403,8 @@ class _TruthBuilder:
 
 
 class _Generator:
+    """Builds the valid events tenant by tenant, then lays them out as a defective, publish-ordered stream."""
+
     def __init__(self, spec: GeneratorSpec, topic_for_event_type: dict[str, str]) -> None:
         missing = [t for t in EVENT_TYPES if t not in topic_for_event_type]
         if missing:
@@ -408,16 +417,22 @@ class _Generator:
         self.day_strings = [(spec.start_date + timedelta(days=d)).isoformat() for d in range(spec.days)]
         self.truth = _TruthBuilder()
         self.records: list[_Record] = []
+        self.minute_prefixes: dict[int, str] = {}
         self.rng = random.Random()  # re-seeded per tenant
 
     # ---- valid events -------------------------------------------------------------------------------
 
     def iso(self, ms: int) -> str:
-        day, rem = divmod(ms - self.start_ms, DAY_MS)
-        hour, rem = divmod(rem, HOUR_MS)
-        minute, rem = divmod(rem, 60_000)
-        second, milli = divmod(rem, 1000)
-        return f"{self.day_strings[day]}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
+        """RFC 3339 UTC with milliseconds; the date-hour-minute prefix is cached (this runs once per event)."""
+        minute, rest = divmod(ms, 60_000)
+        prefix = self.minute_prefixes.get(minute)
+        if prefix is None:
+            day, in_day = divmod(minute * 60_000 - self.start_ms, DAY_MS)
+            hour, in_hour = divmod(in_day, HOUR_MS)
+            prefix = f"{self.day_strings[day]}T{hour:02d}:{in_hour // 60_000:02d}:"
+            self.minute_prefixes[minute] = prefix
+        second, milli = divmod(rest, 1000)
+        return f"{prefix}{second:02d}.{milli:03d}Z"
 
     def version(self, event_type: str) -> int:
         latest = LATEST_VERSION.get(event_type, 1)
@@ -427,7 +442,7 @@ class _Generator:
              user_id: str | None, anonymous_id: str | None, session_id: str | None, context: dict[str, Any]) -> None:
         rng = self.rng
         event = {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "event_id": _uuid4(rng),
             "event_type": event_type,
             "version": version,
             "occurred_at": self.iso(at_ms),
@@ -440,7 +455,7 @@ class _Generator:
         }
         self.truth.add(event)
         self.records.append(_Record(
-            at_ms, len(self.records), self.topics[event_type], message_key(event), encode_event(event),
+            at_ms, self.topics[event_type], message_key(event), encode_event(event),
             message_headers(event, f"{rng.getrandbits(128):032x}"), event["event_id"],
         ))
 
@@ -538,8 +553,8 @@ class _Generator:
         late_rng, lag_rng, dup_rng, bad_rng, swap_rng = (
             random.Random(f"{spec.seed}/{name}") for name in ("late", "lag", "duplicate", "malformed", "swap")
         )
-        self.records.sort(key=lambda r: (r.occurred_ms, r.seq))
-        # (publish ms, tie-break, kind, defect, topic, key, value, headers, event_id)
+        self.records.sort(key=attrgetter("occurred_ms"))  # stable: ties keep generation order
+        # (publish ms, kind, defect, topic, key, value, headers, event_id)
         entries: list[tuple] = []
         late_ids: list[str] = []
         malformed: Counter[str] = Counter()
@@ -548,36 +563,28 @@ class _Generator:
                 published = record.occurred_ms + _log_uniform(late_rng, LATE_MIN_MS, LATE_MAX_MS)
                 late_ids.append(record.event_id)
             else:
-                published = record.occurred_ms + lag_rng.randrange(NORMAL_LAG_MAX_MS)
-            base = (record.topic, record.key, record.value, record.headers, record.event_id)
-            entries.append((published, len(entries), "valid", None, *base))
+                published = record.occurred_ms + int(lag_rng.random() * NORMAL_LAG_MAX_MS)
+            entries.append((published, "valid", None, record.topic, record.key, record.value, record.headers,
+                            record.event_id))
             if dup_rng.random() < spec.duplicate_rate:
                 if dup_rng.random() < REPLAY_SHARE:
                     delay = _log_uniform(dup_rng, REPLAY_MIN_MS, REPLAY_MAX_MS)
                 else:
                     delay = dup_rng.randrange(5, 3_000)
-                entries.append((published + delay, len(entries), "duplicate", None, *base))
+                # Same bytes, own headers list: a caller appending headers to one copy must not change the other.
+                entries.append((published + delay, "duplicate", None, record.topic, record.key, record.value,
+                                list(record.headers), record.event_id))
             if bad_rng.random() < spec.malformed_rate:
                 defect = bad_rng.choice(DEFECTS)
                 malformed[defect] += 1
                 topic, key, value, headers = _malformed(json.loads(record.value), defect, bad_rng, self.topics)
-                entries.append((published + bad_rng.randrange(1, 5_000), len(entries), "malformed", defect,
+                entries.append((published + bad_rng.randrange(1, 5_000), "malformed", defect,
                                 topic, key, value, headers, None))
-        entries.sort(key=lambda e: (e[0], e[1]))
+        entries.sort(key=itemgetter(0))  # stable: ties keep insertion order
         swaps = _swap_neighbours(entries, swap_rng, spec.out_of_order_rate)
-
-        messages: list[GeneratedMessage] = []
-        seen: set[str] = set()
-        clock = self.start_ms
-        by_topic: Counter[str] = Counter()
-        for published, _, kind, defect, topic, key, value, headers, event_id in entries:
-            if kind != "malformed":
-                # After a swap a re-send may precede its original: the first copy in the stream is the valid one.
-                kind = "duplicate" if event_id in seen else "valid"
-                seen.add(event_id)
-            clock = max(clock, published)
-            by_topic[topic] += 1
-            messages.append(GeneratedMessage(topic, key, value, headers, kind, defect, clock))
+        _originals_first(entries)
+        messages = [GeneratedMessage(topic, key, value, headers, kind, defect, published)
+                    for published, kind, defect, topic, key, value, headers, _ in entries]
 
         distinct_users, distinct_identities = self.truth.users()
         spec_dict = {f.name: getattr(spec, f.name) for f in fields(spec)}
@@ -585,7 +592,7 @@ class _Generator:
         truth = Truth(
             spec=spec_dict,
             total_messages=len(messages),
-            messages_by_topic=dict(by_topic),
+            messages_by_topic=dict(Counter(m.topic for m in messages)),
             unique_valid_events=len(self.records),
             duplicates=len(messages) - len(self.records) - sum(malformed.values()),
             malformed_by_defect=dict(malformed),
@@ -627,7 +634,7 @@ class _Session:
             context = {"device": "server", "os": "linux", "app_version": _SERVER_APP_VERSION}
         else:
             session_id = None if rng.random() < MISSING_SESSION_SHARE else self.session_id
-            context = dict(visitor.context)
+            context = visitor.context  # shared safely: events are encoded at once and never kept as dicts
         self.gen.emit(self.tenant, event_type, version, self.clock, properties, user_id, anonymous_id, session_id,
                       context)
         self.clock += 1_000 + int(rng.expovariate(1 / 25_000))
@@ -716,6 +723,12 @@ class _Session:
         self.emit("order_completed", properties, version, server_side=rng.random() < SERVER_SIDE_ORDER_SHARE)
 
 
+def _uuid4(rng: random.Random) -> str:
+    """``str(uuid.UUID(int=rng.getrandbits(128), version=4))`` at a third of the cost (hot path)."""
+    h = f"{rng.getrandbits(128) & _UUID_CLEAR_BITS | _UUID_V4_BITS:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _log_uniform(rng: random.Random, low: int, high: int) -> int:
     """Delays spread evenly over orders of magnitude: as many 1-3 h as 1-3 day late arrivals."""
     return int(low * (high / low) ** rng.random())
@@ -733,10 +746,28 @@ def _swap_neighbours(entries: list[tuple], rng: random.Random, rate: float) -> i
     return swaps
 
 
+def _originals_first(entries: list[tuple]) -> None:
+    """A swap can move a re-send ahead of its original; give the earlier slot back to the original.
+
+    So a "duplicate" always repeats a message already in the stream, and an event's first delivery
+    keeps its own publish time (on time or late, as decided).
+    """
+    first_slot: dict[str, int] = {}
+    for slot, entry in enumerate(entries):
+        event_id = entry[7]
+        if event_id is None:
+            continue
+        if event_id not in first_slot:
+            first_slot[event_id] = slot
+        elif entry[1] == "valid":
+            earlier = first_slot[event_id]
+            entries[earlier], entries[slot] = entry, entries[earlier]
+
+
 def _malformed(event: dict[str, Any], defect: str, rng: random.Random,
                topics: dict[str, str]) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
-    """A broken sibling of ``event`` (fresh event_id) as a careless producer would send it: (topic, key, value, headers)."""
-    event["event_id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    """A broken sibling of ``event`` (fresh event_id), as a careless producer sends it: (topic, key, value, headers)."""
+    event["event_id"] = _uuid4(rng)
     trace_id = f"{rng.getrandbits(128):032x}"
     topic = topics[event["event_type"]]
     properties = event["properties"]

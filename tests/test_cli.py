@@ -1,0 +1,115 @@
+"""The command line: every command has --help, the main job runs end to end, errors are clear."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import build_parser
+from pipelines.config import load_settings
+from pipelines.generator import GeneratorSpec, generate
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def all_command_paths(parser=None, prefix=()) -> list[tuple[str, ...]]:
+    import argparse
+
+    parser = parser or build_parser()
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += all_command_paths(sub, (*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p) or "(root)")
+def test_every_command_has_help(path: tuple[str, ...], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*path, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m pipelines" in capsys.readouterr().out
+
+
+def test_root_help_lists_commands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "broker", "topics", "generate", "schemas", "config"):
+        assert command in result.stdout
+
+
+@pytest.mark.integration
+def test_main_job_publishes_and_prints_counts(tmp_path: Path) -> None:
+    """`run` on the embedded default: starts its own broker, publishes, prints counts, stops it."""
+    env = {
+        "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_path / "broker"),
+        "LAKEHOUSE__LAKE__ROOT": str(tmp_path / "lake"),
+    }
+    result = run_cli("run", "--users", "40", "--days", "2", "--seed", "7", "--truth", str(tmp_path / "t.json"), env=env)
+    assert result.returncode == 0, result.stderr
+    settings = load_settings("local", environ={})
+    messages, truth = generate(GeneratorSpec(seed=7, users_per_tenant=40, days=2), settings.kafka.topic_for_event_type)
+    expected: dict[str, int] = {}
+    for message in messages:
+        expected[message.topic] = expected.get(message.topic, 0) + 1
+    printed = {match.group(1): int(match.group(2)) for match in re.finditer(r"│ (\S+)\s+│\s+(\d+) │", result.stdout)}
+    assert printed == {**expected, "total": len(messages)}, result.stdout
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads(truth.to_json())
+    assert "embedded broker stopped" in result.stdout
+    assert not (tmp_path / "broker" / "broker.json").exists(), "the broker it started is stopped"
+
+
+@pytest.mark.integration
+def test_broker_commands_round_trip(tmp_path: Path) -> None:
+    env = {"LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_path / "broker")}
+    assert run_cli("broker", "status", env=env).returncode == 1
+    started = run_cli("broker", "start", env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "bootstrap=127.0.0.1:" in started.stdout
+        status = run_cli("broker", "status", env=env)
+        assert status.returncode == 0 and "pid=" in status.stdout
+        generated = run_cli("generate", "--users", "10", "--days", "1", env=env)
+        assert generated.returncode == 0, generated.stderr
+        assert "total" in generated.stdout
+    finally:
+        stopped = run_cli("broker", "stop", env=env)
+    assert "stopped" in stopped.stdout
+    assert run_cli("broker", "status", env=env).returncode == 1
+
+
+def test_bad_config_fails_before_work(tmp_path: Path) -> None:
+    result = run_cli("run", env={"LAKEHOUSE__KAFKA__TOPICS__USER.ACTIVITY__PARTITIONS": "zero"})
+    assert result.returncode == 2
+    assert "kafka.topics.user.activity.partitions" in result.stderr
+    assert "lakehouse.yaml" in result.stderr
+
+
+def test_generate_to_file_and_validate(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    assert run_cli("generate", "--users", "5", "--days", "1", "--out", str(out)).returncode == 0
+    result = run_cli("schemas", "validate", str(out))
+    # the stream contains deliberate malformed messages: each is reported with file, line and path
+    assert result.returncode == 1
+    assert f"{out}:" in result.stdout and ": $" in result.stdout
+
+
+def test_schemas_check_passes() -> None:
+    result = run_cli("schemas", "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "backward compatible" in result.stdout
