@@ -123,6 +123,28 @@ class PiiConfig(_Strict):
     hmac_key_env: str = "LAKEHOUSE_PII_HMAC_KEY"
 
 
+class BronzeConfig(_Strict):
+    query_name: str = "bronze"
+    trigger_interval: str = "10 seconds"  # continuous mode: Spark processingTime trigger
+    max_offsets_per_trigger: int = Field(default=200_000, ge=1)  # rate limit per micro-batch
+    target_file_size_mb: int = Field(default=128, ge=1)
+    max_event_age_days: int = Field(default=365, ge=1)  # older occurred_at than this -> quarantine
+    max_future_skew_minutes: int = Field(default=60, ge=0)  # occurred_at this far ahead of ingest -> quarantine
+
+
+class SilverConfig(_Strict):
+    session_timeout_minutes: int = Field(default=30, ge=1)
+    pii_rules: str = "conf/pii.yaml"
+    dimensions_dir: str = "conf/dimensions"
+
+
+class GoldConfig(_Strict):
+    funnels: str = "conf/funnels.yaml"
+    late_lookback_days: int = Field(default=3, ge=0)  # a run for day D also refreshes days touched by late events
+    anomaly_window_days: int = Field(default=14, ge=3)
+    anomaly_threshold: float = Field(default=3.5, gt=0)
+
+
 class Settings(_Strict):
     """The resolved configuration of one profile."""
 
@@ -135,6 +157,9 @@ class Settings(_Strict):
     spark: SparkConfig = SparkConfig()
     schemas: SchemasConfig = SchemasConfig()
     pii: PiiConfig = PiiConfig()
+    bronze: BronzeConfig = BronzeConfig()
+    silver: SilverConfig = SilverConfig()
+    gold: GoldConfig = GoldConfig()
 
     def resolve_path(self, path: str) -> str:
         """Relative local paths are relative to the project root, so commands work from any cwd."""
