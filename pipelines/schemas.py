@@ -9,19 +9,31 @@ The registry composes envelope + ``event_type``/``version`` constants + properti
 one JSON Schema (draft 2020-12) per (type, version). Validators are compiled lazily, once per
 (type, version), because validation runs per event inside Spark executors; the registry pickles
 to its raw schemas only, so Spark can ship it and each executor rebuilds its own validators.
+
+Two validators judge each event. The Python ``jsonschema`` library is the reference: it defines the
+contract and words every violation. It runs ~3k events/s, so a ``jsonschema_rs`` (Rust) validator
+answers first, and an event it accepts is valid without asking the reference. Everything else (an
+invalid event, or one the fast path cannot judge) goes to the reference, so results are the
+reference's exactly as long as the fast path never accepts what the reference rejects. It does not,
+by construction: it only judges plain JSON values (``jsonschema_rs`` reads a tuple as an array and a
+``Decimal`` as a number), only schemas whose keywords and regex syntax mean the same in both
+libraries, and its ``date-time`` format carries an extra guard because ``jsonschema_rs`` accepts
+strings the reference rejects (leap seconds, year 0000, non-digit years).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError
 
@@ -31,6 +43,54 @@ _EVENT_TYPE_DIR = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.json$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_MESSAGE = 240
+# Keywords jsonschema_rs evaluates like the reference on plain JSON values, grouped by where subschemas
+# sit; a schema using any other keyword is validated by the reference alone. jsonschema_rs is stricter
+# on a few values (see _FAST_PATTERN), which is safe only where a stricter subschema cannot make the
+# whole schema looser: hence no "not" and no "oneOf".
+_FAST_ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "default", "examples"})
+_FAST_ASSERTIONS = frozenset(
+    {
+        "type",
+        "enum",
+        "const",
+        "required",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+    }
+)
+_FAST_SUBSCHEMA = frozenset({"additionalProperties", "items"})
+_FAST_SUBSCHEMA_LISTS = frozenset({"allOf", "anyOf"})
+# Formats whose jsonschema_rs check accepts nothing the reference rejects (differential tests in
+# tests/test_schemas.py); date-time only together with _DATE_TIME_GUARD. Any other format is checked
+# by calling the reference's own checker from Rust.
+_FAST_NATIVE_FORMATS = frozenset({"date-time", "ipv4", "ipv6", "uuid"})
+# What the reference (rfc3339_validator) accepts syntactically, minus its trailing-newline quirk:
+# seconds 00-59, hours 00-23, year not 0000, digits only. jsonschema_rs checks the day of the month.
+_DATE_TIME_GUARD = (
+    "^(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-(?:0[1-9]|1[0-2])-[0-9]{2}"
+    "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]+)?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+# Regex syntax Python's re and Rust's regex read alike: ASCII literals, escaped metacharacters, ASCII
+# classes without Rust's set operators (&&, --, ~~, nested []), non-capturing groups, alternation,
+# anchors and repeats, each repeat following an atom (Python 3.11 reads a*+ as possessive). No \d, \w
+# or \s (the engines' Unicode tables differ), no flags, no lookaround. Python's $ also matches before a
+# final newline and Rust's does not, which only makes the fast path stricter.
+_ESCAPED_META = r"\\[.^$|?*+()\[\]{}\\/-]"
+_REGEX_ATOM = (
+    rf"""[A-Za-z0-9 _,:;@#%=!'"<>/-] | {_ESCAPED_META} | \. | \)"""
+    rf"""| \[\^?-?(?:[A-Za-z0-9](?:-[A-Za-z0-9])?|[ _.,:;@#%=!'"<>/+*?(){{}}|$]|{_ESCAPED_META})+-?\]"""
+)
+_FAST_PATTERN = re.compile(
+    rf"(?: (?:{_REGEX_ATOM}) (?:(?:[*+?]|\{{[0-9]+(?:,[0-9]*)?\}})\??)? | [\^$|] | \((?:\?:)? )*", re.VERBOSE
+)
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+_PENDING = object()  # a fast validator not compiled yet
 # Keywords whose meaning check_schema_pair does not model: any change to them is reported for review.
 _OPAQUE_KEYWORDS = ("anyOf", "oneOf", "allOf", "not", "$ref", "if", "then", "else", "patternProperties")
 # (keyword, True when a larger value accepts fewer instances)
@@ -96,6 +156,9 @@ class SchemaRegistry:
         self._versions = {event_type: sorted(found) for event_type, found in versions.items()}
         self._composed: dict[tuple[str, int], dict[str, Any]] = {}
         self._validators: dict[tuple[str, int] | None, Draft202012Validator] = {}
+        # (type, version) -> compiled jsonschema_rs validator; _PENDING until first use, None when the
+        # schema uses something the fast path cannot judge exactly like the reference.
+        self._fast_validators: dict[tuple[str, int], Any] = dict.fromkeys(self._properties_schemas, _PENDING)
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the raw schemas travel: compiled validators are rebuilt lazily where they are used."""
@@ -204,8 +267,38 @@ class SchemaRegistry:
             self._validators[key] = validator
         return validator
 
+    def _fast_validator(self, key: tuple[str, int]) -> jsonschema_rs.Validator | None:
+        """The jsonschema_rs validator of a known (type, version), or None when only the reference may judge."""
+        validator = self._fast_validators[key]
+        if validator is _PENDING:
+            validator = _compile_fast(self._composed_schema(*key))
+            self._fast_validators[key] = validator
+        return validator
+
+    def _fast_accepts(self, event: dict[str, Any]) -> bool:
+        """True only when jsonschema_rs proves a plain-JSON event valid; False means "ask the reference"."""
+        event_type, version = event.get("event_type"), event.get("version")
+        if type(version) is float and version.is_integer():  # 2.0 is the integer 2 in JSON Schema
+            version = int(version)
+        if type(event_type) is not str or type(version) is not int:  # bool is no version, even if Python says int
+            return False
+        key = (event_type, version)
+        if key not in self._fast_validators:
+            return False
+        validator = self._fast_validator(key)
+        try:
+            return validator is not None and validator.is_valid(event)
+        except Exception:  # e.g. a lone surrogate jsonschema_rs cannot encode: the reference decides
+            return False
+
     def validate(self, event: object) -> list[Violation]:
         """Every contract violation of ``event``, sorted by path; ``[]`` when it is valid."""
+        if type(event) is dict and _plain_json(event) and self._fast_accepts(event):
+            return []
+        return self._reference_violations(event)
+
+    def _reference_violations(self, event: object) -> list[Violation]:
+        """The Python jsonschema verdict: the contract's definition, and the wording of every violation."""
         if not isinstance(event, dict):
             return [Violation("$", f"event must be a JSON object, got {_json_type(event)}")]
         extra: list[Violation] = []
@@ -234,14 +327,17 @@ class SchemaRegistry:
         """Parse then validate one message; the event is None when it is not a JSON object."""
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-            event = json.loads(text, parse_constant=_reject_constant)
+            event = _parse_json(text)
         except UnicodeDecodeError as error:
             return None, [Violation("$", f"invalid JSON: not UTF-8 ({error.reason} at byte {error.start})")]
         except (ValueError, RecursionError) as error:
             return None, [Violation("$", f"invalid JSON: {_truncate(str(error) or type(error).__name__)}")]
         if not isinstance(event, dict):
             return None, [Violation("$", f"event must be a JSON object, got {_json_type(event)}")]
-        return event, self.validate(event)
+        # The parser only builds plain JSON values, so the walk validate() needs is skipped.
+        if self._fast_accepts(event):
+            return event, []
+        return event, self._reference_violations(event)
 
 
 def check_compatibility(registry: SchemaRegistry) -> list[CompatibilityIssue]:
@@ -448,6 +544,109 @@ def _json_type(value: object) -> str:
 def _reject_constant(token: str) -> Any:
     """NaN and Infinity are Python extensions, not JSON."""
     raise ValueError(f"{token} is not a valid JSON value")
+
+
+# json.loads with keyword arguments builds a new decoder per call (a third of its cost on an event).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+try:  # msgspec (installed with Airflow) parses an event ~3x faster than json; without it json parses everything
+    from msgspec.json import Decoder as _MsgspecDecoder
+except ImportError:  # pragma: no cover - depends on the environment
+    _MsgspecDecoder = None
+_FAST_DECODE = _MsgspecDecoder().decode if _MsgspecDecoder is not None else None
+
+
+def _parse_json(text: Any) -> Any:
+    """``json.loads(text, parse_constant=_reject_constant)``: the same values and errors, faster.
+
+    msgspec tries first. Where it succeeds it builds what json builds, and it rejects all json rejects
+    (NaN, Infinity, control characters in strings, ...; tests/test_schemas.py compares them). Where it
+    fails (invalid JSON, but also 1e400 or a lone surrogate escape, which json accepts), json parses
+    again and gives its own result or error.
+    """
+    if isinstance(text, str) and not text.startswith("\ufeff"):
+        if _FAST_DECODE is not None:
+            with contextlib.suppress(Exception):
+                return _FAST_DECODE(text)
+        return _DECODER.decode(text)
+    return json.loads(text, parse_constant=_reject_constant)  # its own BOM and argument-type errors
+
+
+def _plain_json(value: object) -> bool:
+    """Only dict, list, str, int, float, bool and None, exactly: what the fast path judges like the reference."""
+    try:
+        return _only_json_values(value)
+    except RecursionError:  # nested deeper than Python recurses: the reference judges it
+        return False
+
+
+def _only_json_values(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _JSON_SCALARS and not _only_json_values(item)):
+                return False
+        return True
+    if kind is list:
+        return all(type(item) in _JSON_SCALARS or _only_json_values(item) for item in value)
+    return kind in _JSON_SCALARS
+
+
+class _NotFastSchema(Exception):
+    """The schema uses something jsonschema_rs might judge differently from the reference."""
+
+
+def _compile_fast(schema: dict[str, Any]) -> jsonschema_rs.Validator | None:
+    """A jsonschema_rs validator accepting nothing the reference rejects, or None when that cannot be assured."""
+    formats: set[str] = set()
+    try:
+        fast_schema = _fast_schema(schema, formats)
+        reference_formats = FormatChecker()
+        return jsonschema_rs.Draft202012Validator(
+            fast_schema,
+            validate_formats=True,
+            formats={name: _reference_format(reference_formats, name) for name in formats - _FAST_NATIVE_FORMATS},
+        )
+    except Exception:  # _NotFastSchema, or jsonschema_rs rejecting a schema or regex: the reference judges alone
+        return None
+
+
+def _fast_schema(schema: Any, formats: set[str]) -> Any:
+    """A copy of ``schema`` for jsonschema_rs, collecting the formats it uses; raises _NotFastSchema."""
+    if isinstance(schema, bool):
+        return schema
+    if not isinstance(schema, dict):
+        raise _NotFastSchema(f"subschema {schema!r}")
+    fast: dict[str, Any] = {}
+    for keyword, value in schema.items():
+        if keyword in _FAST_ANNOTATIONS or keyword in _FAST_ASSERTIONS:
+            fast[keyword] = value
+        elif keyword in _FAST_SUBSCHEMA:
+            fast[keyword] = _fast_schema(value, formats)
+        elif keyword in _FAST_SUBSCHEMA_LISTS:
+            fast[keyword] = [_fast_schema(item, formats) for item in value]
+        elif keyword == "properties":
+            fast[keyword] = {name: _fast_schema(item, formats) for name, item in value.items()}
+        elif keyword == "pattern" and isinstance(value, str) and _FAST_PATTERN.fullmatch(value):
+            fast[keyword] = value
+        elif keyword == "format" and isinstance(value, str):
+            fast[keyword] = value
+            formats.add(value)
+        else:
+            raise _NotFastSchema(f"keyword {keyword!r}")
+    if fast.get("format") == "date-time":
+        return {"allOf": [fast, {"pattern": _DATE_TIME_GUARD}]}
+    return fast
+
+
+def _reference_format(checker: FormatChecker, name: str) -> Callable[[str], bool]:
+    """The reference's own check of one format, for jsonschema_rs to call; formats it does not know pass."""
+    if name not in checker.checkers:
+        return lambda _instance: True
+
+    def conforms(instance: str) -> bool:
+        return checker.conforms(instance, name)
+
+    return conforms
 
 
 def _truncate(message: str, limit: int = _MAX_MESSAGE) -> str:
