@@ -203,7 +203,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start the embedded broker (when the profile says so), create topics, publish a stream."""
+    """The main job: embedded broker (when the profile says so), topics, a published stream,
+    then bronze ingestion in catch-up mode with per-tenant/type counts."""
     settings = _settings(args)
     broker = EmbeddedBroker.from_settings(settings) if settings.kafka.is_embedded else None
     started_here = broker is not None and broker.running() is None
@@ -218,6 +219,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"generator truth: {truth.unique_valid_events} unique valid events, "
             f"{truth.duplicates} duplicates, {truth.malformed} malformed"
         )
+        if not args.skip_bronze:
+            from pipelines.bronze import run_bronze
+            from pipelines.spark import build_spark
+
+            err_console.print("bronze: catching up (Trigger.AvailableNow) ...")
+            started = time.monotonic()
+            query = run_bronze(build_spark(settings), settings, bootstrap, once=True)
+            ingested = sum(p.numInputRows for p in query.recentProgress)
+            seconds = time.monotonic() - started
+            console.print(f"bronze: {ingested} messages in {len(query.recentProgress)} batch(es), {seconds:.1f}s")
+            _print_bronze_counts(settings)
     finally:
         if broker is not None and started_here and not args.keep_broker:
             broker.stop()
@@ -229,6 +241,200 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     console.print_json(json.dumps(settings.model_dump(mode="json")))
     return 0
+
+
+# --- bronze -------------------------------------------------------------------------------------
+
+
+def cmd_bronze_run(args: argparse.Namespace) -> int:
+    """Stream all topics into bronze; --once catches up (AvailableNow) and stops."""
+    from pipelines.bronze import run_bronze
+    from pipelines.spark import build_spark
+
+    settings = _settings(args)
+    bootstrap = resolve_bootstrap_servers(settings, start=False)
+    spark = build_spark(settings, app_name=f"lakehouse-{settings.bronze.query_name}")
+    mode = "catch-up (availableNow)" if args.once else f"continuous ({settings.bronze.trigger_interval})"
+    err_console.print(f"bronze: {mode} from {bootstrap} into {settings.lake_root}; Ctrl-C stops cleanly")
+    query = run_bronze(spark, settings, bootstrap, once=args.once)
+    progress = query.recentProgress
+    rows = sum(p.numInputRows for p in progress)
+    console.print(f"bronze: {len(progress)} micro-batch(es), {rows} message(s) this run")
+    _print_bronze_counts(settings)
+    return 0
+
+
+def _print_bronze_counts(settings: Settings) -> None:
+    from pipelines.bronze import table_counts
+    from pipelines.lake import Lake
+
+    lake = Lake(settings)
+    events = table_counts(lake.bronze_events, ["tenant_id", "event_type"], lake.storage_options)
+    table = Table(title="bronze.events by tenant and type")
+    for column in ("tenant_id", "event_type", "events"):
+        table.add_column(column, justify="right" if column == "events" else "left")
+    for (tenant, event_type), count in sorted(events.items()):
+        table.add_row(tenant, event_type, str(count))
+    table.add_row("[bold]total", "", f"[bold]{sum(events.values())}")
+    console.print(table)
+    quarantine = table_counts(lake.bronze_quarantine, ["tenant_id", "event_type"], lake.storage_options)
+    table = Table(title="bronze.quarantine by tenant and type (best effort: null when unreadable)")
+    for column in ("tenant_id", "event_type", "messages"):
+        table.add_column(column, justify="right" if column == "messages" else "left")
+    for (tenant, event_type), count in sorted(quarantine.items(), key=lambda item: tuple(map(str, item[0]))):
+        table.add_row(str(tenant), str(event_type), str(count))
+    table.add_row("[bold]total", "", f"[bold]{sum(quarantine.values())}")
+    console.print(table)
+
+
+def cmd_bronze_status(args: argparse.Namespace) -> int:
+    from pipelines.bronze import freshness
+
+    rows = freshness(_settings(args))
+    if not rows:
+        console.print("bronze: no batch committed yet")
+        return 1
+    table = Table(title="bronze freshness per Kafka partition")
+    for column in ("topic", "partition", "committed offset", "lag", "max occurred_at", "max ingested_at"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["topic"], str(row["partition"]), str(row["committed_offset"]), str(row["lag"]),
+            str(row["max_occurred_at"]), str(row["max_ingested_at"]),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_bronze_compact(args: argparse.Namespace) -> int:
+    """Compact small files; safe while the stream appends (compaction only rewrites, never loses rows)."""
+    from pipelines.lake import Lake
+    from pipelines.tables import compact
+
+    lake = Lake(_settings(args))
+    for path in (lake.bronze_events, lake.bronze_quarantine):
+        console.print(f"{path}: {compact(path, storage_options=lake.storage_options)}")
+    return 0
+
+
+# --- silver / gold / replay / dimensions ---------------------------------------------------------
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _batch_spark(settings: Settings, job: str):
+    from pipelines.spark import build_spark
+
+    return build_spark(settings, app_name=f"{settings.spark.app_name}-{job}")
+
+
+def _say(message: str) -> None:
+    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def _print_silver(result) -> None:
+    table = Table(title=f"silver.events {result.first}..{result.last}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tenants", ", ".join(result.tenants) if result.tenants else "all"),
+        ("days rewritten", ", ".join(str(d) for d in result.days)),
+        ("late days added", ", ".join(str(d) for d in result.late_days) or "none"),
+        ("bronze rows read", result.bronze_rows),
+        ("events written", result.events),
+        ("duplicates dropped", result.duplicates_dropped),
+        ("identified events", result.identified_events),
+        ("stitched events (anonymous -> user)", result.stitched_events),
+        ("events in derived sessions", result.derived_session_events),
+        ("identified events without users-dimension row", result.unmatched_user_events),
+        ("events without device", result.unknown_device_events),
+        ("new user agents parsed", result.new_user_agents),
+        ("users dimension rows", result.users_dimension_rows),
+        ("seconds", result.seconds),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+def _print_gold(result) -> None:
+    table = Table(title=f"gold {result.days[0]}..{result.days[-1]} (requested {result.first}..{result.last})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in result.rows.items():
+        table.add_row(f"gold.{name}", str(rows))
+    console.print(table)
+    console.print(f"tenants: {', '.join(result.tenants) if result.tenants else 'all'}; {result.seconds}s")
+
+
+def cmd_silver_build(args: argparse.Namespace) -> int:
+    from pipelines import silver
+
+    settings = _settings(args)
+    result = silver.build(_batch_spark(settings, "silver"), settings, args.from_date, args.to_date, args.tenant,
+                          progress=_say)
+    _print_silver(result)
+    return 0
+
+
+def cmd_gold_build(args: argparse.Namespace) -> int:
+    from pipelines import gold
+
+    settings = _settings(args)
+    result = gold.build(_batch_spark(settings, "gold"), settings, args.from_date, args.to_date, args.tenant,
+                        progress=_say)
+    _print_gold(result)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipelines.replay import parse_layers, replay
+
+    layers = parse_layers(args.layers)
+    settings = _settings(args)
+    result = replay(_batch_spark(settings, "replay"), settings, args.from_date, args.to_date, args.tenant, layers,
+                    progress=_say)
+    if result.silver is not None:
+        _print_silver(result.silver)
+    if result.gold is not None:
+        _print_gold(result.gold)
+    return 0
+
+
+def cmd_dimensions_load(args: argparse.Namespace) -> int:
+    from pipelines.dimensions import load_users, users_path
+    from pipelines.pii import hmac_key
+
+    settings = _settings(args)
+    key = hmac_key(settings)
+    loaded = load_users(_batch_spark(settings, "dimensions"), settings, key, args.tenant)
+    console.print(
+        f"{users_path(settings)}: {loaded.rows} users ({loaded.from_file} from the file, {loaded.from_signups} "
+        f"from signup events) for tenants {', '.join(loaded.tenants) or 'none'}"
+    )
+    return 0
+
+
+def cmd_dimensions_sample_users(args: argparse.Namespace) -> int:
+    from pipelines.dimensions import sample_users, write_users_file
+    from pipelines.generator import generate
+
+    settings = _settings(args)
+    messages, _ = generate(_spec_from_args(args), settings.kafka.topic_for_event_type)
+    count = write_users_file(sample_users(messages), Path(args.out))
+    console.print(f"wrote {count} users to {args.out}")
+    return 0
+
+
+def _add_range_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="from_date", type=_day, required=True, help="first day, YYYY-MM-DD")
+    parser.add_argument("--to", dest="to_date", type=_day, required=True, help="last day (inclusive), YYYY-MM-DD")
+    parser.add_argument("--tenant", action="append", help="only this tenant (repeatable; default: all tenants)")
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -267,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the main job: broker, topics, generate and publish a stream")
     _add_generator_options(run)
     run.add_argument("--keep-broker", action="store_true", help="leave the embedded broker running afterwards")
+    run.add_argument("--skip-bronze", action="store_true", help="only publish; do not run bronze ingestion")
     run.set_defaults(func=cmd_run)
 
     broker = commands.add_parser("broker", help="start/stop/status of the embedded broker")
@@ -292,6 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", help="write JSON lines to this file instead of publishing")
     generate.set_defaults(func=cmd_generate)
 
+    bronze = commands.add_parser("bronze", help="streaming ingestion from Kafka into bronze Delta tables")
+    bronze_commands = bronze.add_subparsers(dest="action", required=True, metavar="ACTION")
+    bronze_run = bronze_commands.add_parser("run", help="stream all topics into bronze.events / bronze.quarantine")
+    bronze_run.add_argument("--once", action="store_true", help="catch up (Trigger.AvailableNow) and stop")
+    bronze_run.set_defaults(func=cmd_bronze_run)
+    bronze_commands.add_parser("status", help="freshness and lag per Kafka partition").set_defaults(
+        func=cmd_bronze_status
+    )
+    bronze_commands.add_parser("compact", help="compact small files (safe while streaming)").set_defaults(
+        func=cmd_bronze_compact
+    )
+
     schemas = commands.add_parser("schemas", help="event schema registry")
     schemas_commands = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
     schemas_commands.add_parser("check", help="check every schema version is backward compatible").set_defaults(
@@ -300,6 +519,41 @@ def build_parser() -> argparse.ArgumentParser:
     validate = schemas_commands.add_parser("validate", help="validate a JSON-lines file of events")
     validate.add_argument("file")
     validate.set_defaults(func=cmd_schemas_validate)
+
+    silver = commands.add_parser("silver", help="silver.events from bronze (dedup, upcast, PII, stitching, sessions)")
+    silver_commands = silver.add_subparsers(dest="action", required=True, metavar="ACTION")
+    silver_build = silver_commands.add_parser(
+        "build", help="rebuild silver.events for a date range (plus days changed by late events)"
+    )
+    _add_range_options(silver_build)
+    silver_build.set_defaults(func=cmd_silver_build)
+
+    gold = commands.add_parser("gold", help="gold tables from silver (DAU/WAU/MAU, counts, sessions, funnels, ...)")
+    gold_commands = gold.add_subparsers(dest="action", required=True, metavar="ACTION")
+    gold_build = gold_commands.add_parser(
+        "build", help="rewrite the gold tables for a date range and the late-data lookback before it"
+    )
+    _add_range_options(gold_build)
+    gold_build.set_defaults(func=cmd_gold_build)
+
+    replay = commands.add_parser("replay", help="rebuild silver then gold for exactly a date range, from bronze")
+    _add_range_options(replay)
+    replay.add_argument("--layers", default="silver,gold", help="layers to rebuild (default silver,gold)")
+    replay.set_defaults(func=cmd_replay)
+
+    dimensions = commands.add_parser("dimensions", help="dimension tables silver enriches events with")
+    dimensions_commands = dimensions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dimensions_load = dimensions_commands.add_parser(
+        "load", help="rebuild silver.dim_users from conf/dimensions/users.csv and bronze signup events"
+    )
+    dimensions_load.add_argument("--tenant", action="append", help="only this tenant (repeatable; default: all)")
+    dimensions_load.set_defaults(func=cmd_dimensions_load)
+    sample = dimensions_commands.add_parser(
+        "sample-users", help="write a CRM-style users.csv for the pre-existing users of a generated stream"
+    )
+    _add_generator_options(sample)
+    sample.add_argument("--out", default="conf/dimensions/users.csv", help="output CSV (default: the shipped file)")
+    sample.set_defaults(func=cmd_dimensions_sample_users)
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -95,6 +95,9 @@ class EmbeddedBrokerConfig(_Strict):
 
 class LakeConfig(_Strict):
     root: str = Field(min_length=1)
+    # Spark streaming checkpoints go through Hadoop's filesystem, which has no S3 client here:
+    # an s3:// lake needs a local or HDFS checkpoint root. Default: <root>/_checkpoints.
+    checkpoint_root: str | None = None
     storage_options_env: dict[str, str] = Field(default_factory=dict)
 
     @property

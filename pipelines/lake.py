@@ -8,7 +8,7 @@ same code runs on a laptop and on a cluster. Layout::
     <root>/ops/bronze_progress    per batch and Kafka partition: offsets, lag, freshness
     <root>/silver/<table>         silver.*
     <root>/gold/<table>           gold.*
-    <root>/_checkpoints/<query>   Spark streaming checkpoints, one folder per query
+    <root>/_checkpoints/<query>   Spark streaming checkpoints (lake.checkpoint_root when the lake is on S3)
 """
 
 from __future__ import annotations
@@ -75,6 +75,13 @@ class Lake:
     def __init__(self, settings: Settings) -> None:
         self.root = settings.lake_root.rstrip("/")
         self.storage_options = settings.lake_storage_options()
+        configured = settings.lake.checkpoint_root
+        self.checkpoint_root = settings.resolve_path(configured) if configured else f"{self.root}/_checkpoints"
+        if "://" in self.checkpoint_root and not self.checkpoint_root.startswith(("file://", "hdfs://")):
+            raise ValueError(
+                f"lake.checkpoint_root {self.checkpoint_root!r}: Spark checkpoints need a local or HDFS path "
+                "(no S3 filesystem for Spark here); set lake.checkpoint_root"
+            )
 
     def table(self, layer: str, name: str) -> str:
         if layer not in LAYERS:
@@ -82,7 +89,7 @@ class Lake:
         return f"{self.root}/{layer}/{name}"
 
     def checkpoint(self, query_name: str) -> str:
-        return f"{self.root}/_checkpoints/{query_name}"
+        return f"{self.checkpoint_root}/{query_name}"
 
     @property
     def bronze_events(self) -> str:

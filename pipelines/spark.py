@@ -32,6 +32,7 @@ def build_spark(
     builder = SparkSession.builder.master(settings.spark.master).appName(app_name or settings.spark.app_name)
     conf = {
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.driver.host": "127.0.0.1" if settings.spark.master.startswith("local") else "",
         **settings.spark.conf,
         **(extra_conf or {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,24 @@ def settings(broker: BrokerHandle, tmp_session_dir: Path) -> Settings:
         "LAKEHOUSE__SPARK__MASTER": "local[2]",
     }
     return load_settings(environ=environ)
+
+
+@pytest.fixture
+def isolated_settings(settings: Settings, broker: BrokerHandle, tmp_path: Path) -> Settings:
+    """Fresh topics (created on the shared broker) and a fresh lake per test, so counts are exact."""
+    from pipelines.broker import ensure_topics
+
+    suffix = uuid.uuid4().hex[:8]
+    kafka = settings.kafka.model_copy(
+        update={
+            "topics": {f"{name}.{suffix}": spec for name, spec in settings.kafka.topics.items()},
+            "dead_letter_topic": f"{settings.kafka.dead_letter_topic}.{suffix}",
+        }
+    )
+    lake = settings.lake.model_copy(update={"root": str(tmp_path / "lake")})
+    isolated = settings.model_copy(update={"kafka": kafka, "lake": lake})
+    ensure_topics(isolated, broker.bootstrap_servers)
+    return isolated
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +121,12 @@ def s3_server(tmp_session_dir: Path) -> Iterator[dict[str, str]]:
         process.kill()
         process.wait()
     log.close()
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    """Dump resolved settings as a one-profile config file, for CLI runs in child processes."""
+    import yaml
+
+    profile = settings.model_dump(mode="json", exclude={"profile", "source"})
+    path.write_text(yaml.safe_dump({"default_profile": "test", "profiles": {"test": profile}}, sort_keys=False))
+    return path

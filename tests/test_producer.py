@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipelines.broker import ensure_topics
 from pipelines.config import Settings
 from pipelines.events import message_key
 from pipelines.producer import HEADER_ERROR, HEADER_INTENDED_TOPIC, EventProducer, ProduceError
@@ -51,21 +50,6 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     messages.extend(m for m in consumer.consume(1000, timeout=1.0) if m.error() is None)
     consumer.close()
     return messages
-
-
-@pytest.fixture
-def isolated_settings(settings: Settings, broker) -> Settings:
-    """Fresh topics per test so counts are exact."""
-    suffix = uuid.uuid4().hex[:8]
-    kafka = settings.kafka.model_copy(
-        update={
-            "topics": {f"{name}.{suffix}": spec for name, spec in settings.kafka.topics.items()},
-            "dead_letter_topic": f"{settings.kafka.dead_letter_topic}.{suffix}",
-        }
-    )
-    isolated = settings.model_copy(update={"kafka": kafka})
-    ensure_topics(isolated, broker.bootstrap_servers)
-    return isolated
 
 
 def test_round_trip_keys_headers_and_order(isolated_settings: Settings, broker) -> None:

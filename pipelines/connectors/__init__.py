@@ -5,4 +5,7 @@ Short names registered on every session built by ``pipelines.spark.build_spark``
 streaming sink).
 """
 
-DATA_SOURCES: list[type] = []
+from pipelines.connectors.delta import DeltaDataSource
+from pipelines.connectors.kafka import KafkaDataSource
+
+DATA_SOURCES: list[type] = [KafkaDataSource, DeltaDataSource]

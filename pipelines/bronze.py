@@ -1,0 +1,536 @@
+"""Bronze: exactly-once streaming ingestion from Kafka into bronze.events and bronze.quarantine.
+
+Every message Kafka delivers ends up in exactly one of the two tables, once:
+
+* executors parse and validate each message against the schema registry (``mapInArrow``);
+* each micro-batch is written by ``foreachBatch`` to bronze.events, bronze.quarantine and
+  ops.bronze_progress, each write a single Delta commit tagged with the Delta transaction id
+  (app id = the streaming query id, version = batch id). A batch Spark replays after a crash is
+  skipped by the tables that already hold it, so a kill at any point neither loses nor doubles rows;
+* offsets live in the Spark checkpoint (``Lake.checkpoint(query_name)``).
+
+Duplicates are kept (bronze equals what Kafka delivered); silver deduplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from pyspark.sql.streaming import StreamingQueryListener
+
+from pipelines.config import Settings
+from pipelines.events import HEADER_TRACE_ID
+from pipelines.lake import (
+    BRONZE_EVENTS_PARTITIONS,
+    BRONZE_EVENTS_SCHEMA,
+    BRONZE_QUARANTINE_PARTITIONS,
+    BRONZE_QUARANTINE_SCHEMA,
+    Lake,
+)
+from pipelines.schemas import SchemaRegistry, Violation
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+
+ROUTE = "_route"
+ROUTE_EVENT = "event"
+ROUTE_QUARANTINE = "quarantine"
+
+# What the executors emit: one row per Kafka message, with the columns of both tables.
+_QUARANTINE_ONLY = [f for f in BRONZE_QUARANTINE_SCHEMA if f.name not in BRONZE_EVENTS_SCHEMA.names]
+PARSED_SCHEMA = pa.schema([pa.field(ROUTE, pa.string()), *BRONZE_EVENTS_SCHEMA, *_QUARANTINE_ONLY])
+
+PROGRESS_SCHEMA = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("batch_id", pa.int64()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("min_offset", pa.int64()),
+        ("max_offset", pa.int64()),
+        ("events", pa.int64()),
+        ("quarantined", pa.int64()),
+        ("max_occurred_at", pa.timestamp("us", tz="UTC")),
+        ("max_kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        ("max_ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+LAG_SCHEMA = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("batch_id", pa.int64()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("committed_offset", pa.int64()),
+        ("latest_offset", pa.int64()),
+        ("lag", pa.int64()),
+        ("reported_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TimestampLimits:
+    """Events whose occurred_at is absurd relative to ingest time are quarantined, not stored."""
+
+    max_age: dt.timedelta
+    max_future_skew: dt.timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TimestampLimits:
+        return cls(
+            dt.timedelta(days=settings.bronze.max_event_age_days),
+            dt.timedelta(minutes=settings.bronze.max_future_skew_minutes),
+        )
+
+
+# --- executor side: parse and validate ---------------------------------------------------------
+
+
+def _json_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _headers_json(headers: list[dict[str, Any]] | None) -> str | None:
+    if not headers:
+        return None
+    return json.dumps(
+        [
+            {"key": h["key"], "value": None if h["value"] is None else h["value"].decode("utf-8", "backslashreplace")}
+            for h in headers
+        ],
+        ensure_ascii=False,
+    )
+
+
+def _trace_id(headers: list[dict[str, Any]] | None) -> str | None:
+    for header in headers or ():
+        if header["key"] == HEADER_TRACE_ID and header["value"] is not None:
+            return header["value"].decode("utf-8", "replace")
+    return None
+
+
+def _parse_occurred_at(text: str) -> dt.datetime:
+    # The registry already checked RFC 3339 and UTC; fromisoformat handles "Z" and "+00:00".
+    return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+
+
+def _summary(violations: list[Violation]) -> str:
+    first = violations[0]
+    more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
+    return f"{first.path}: {first.message}{more}"
+
+
+def make_parser(
+    registry: SchemaRegistry, limits: TimestampLimits
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: Kafka rows in, PARSED_SCHEMA rows out, one for one."""
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield parse_batch(batch, registry, limits, dt.datetime.now(dt.UTC))
+
+    return parse
+
+
+def parse_batch(
+    batch: pa.RecordBatch, registry: SchemaRegistry, limits: TimestampLimits, ingested_at: dt.datetime
+) -> pa.RecordBatch:
+    """Validate every message of one Arrow batch of Kafka rows; never drops a row."""
+    values = batch.column("value").to_pylist()
+    keys = batch.column("key").to_pylist()
+    headers = batch.column("headers").to_pylist()
+    oldest, newest = ingested_at - limits.max_age, ingested_at + limits.max_future_skew
+    columns: dict[str, list[Any]] = {name: [] for name in PARSED_SCHEMA.names}
+    for index, value in enumerate(values):
+        violations: list[Violation]
+        event: dict[str, Any] | None = None
+        if value is None:
+            violations = [Violation("$", "message has no value (null or tombstone)")]
+        else:
+            event, violations = registry.validate_json(value)
+        occurred = None
+        if event is not None and not violations:
+            occurred = _parse_occurred_at(event["occurred_at"])
+            if occurred < oldest:
+                violations = [Violation("$.occurred_at", f"absurd timestamp: older than {limits.max_age.days} days")]
+            elif occurred > newest:
+                violations = [Violation("$.occurred_at", f"absurd timestamp: more than {limits.max_future_skew} ahead")]
+        row_headers = headers[index]
+        if violations:
+            best = event if isinstance(event, dict) else {}
+            event_type, tenant = best.get("event_type"), best.get("tenant_id")
+            _append_quarantine(
+                columns,
+                key=keys[index],
+                value=value,
+                headers=_headers_json(row_headers),
+                errors=json.dumps([{"path": v.path, "message": v.message} for v in violations], ensure_ascii=False),
+                summary=_summary(violations),
+                event_type=event_type if isinstance(event_type, str) else None,
+                tenant=tenant if isinstance(tenant, str) else None,
+                ingest_date=ingested_at.date(),
+            )
+        else:
+            assert event is not None and occurred is not None
+            _append_event(columns, event, occurred, value, _trace_id(row_headers))
+    coordinates = {
+        "topic": batch.column("topic"),
+        "partition": batch.column("partition"),
+        "offset": batch.column("offset"),
+        "kafka_timestamp": batch.column("timestamp").cast(pa.timestamp("us", tz="UTC")),
+        "ingested_at": pa.array([ingested_at] * batch.num_rows, pa.timestamp("us", tz="UTC")),
+    }
+    arrays = [
+        coordinates[field.name].cast(field.type)
+        if field.name in coordinates
+        else pa.array(columns[field.name], type=field.type)
+        for field in PARSED_SCHEMA
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=PARSED_SCHEMA)
+
+
+_EVENT_FIELDS = ("event_id", "event_type", "version", "tenant_id", "user_id", "anonymous_id", "session_id")
+
+
+def _append_event(
+    columns: dict[str, list[Any]], event: dict[str, Any], occurred: dt.datetime, value: bytes, trace_id: str | None
+) -> None:
+    columns[ROUTE].append(ROUTE_EVENT)
+    for name in _EVENT_FIELDS:
+        columns[name].append(event.get(name))
+    columns["occurred_at"].append(occurred)
+    columns["event_date"].append(occurred.date())
+    columns["properties"].append(_json_or_none(event.get("properties")))
+    columns["context"].append(_json_or_none(event.get("context")))
+    columns["trace_id"].append(trace_id)
+    columns["raw_value"].append(value)
+    for name in ("raw_key", "headers", "errors", "error_summary", "ingest_date"):
+        columns[name].append(None)
+
+
+def _append_quarantine(columns: dict[str, list[Any]], **row: Any) -> None:
+    columns[ROUTE].append(ROUTE_QUARANTINE)
+    for name in (*_EVENT_FIELDS, "occurred_at", "event_date", "properties", "context", "trace_id"):
+        columns[name].append(None)
+    columns["event_type"][-1] = row["event_type"]
+    columns["tenant_id"][-1] = row["tenant"]
+    columns["raw_value"].append(row["value"])
+    columns["raw_key"].append(row["key"])
+    columns["headers"].append(row["headers"])
+    columns["errors"].append(row["errors"])
+    columns["error_summary"].append(row["summary"])
+    columns["ingest_date"].append(row["ingest_date"])
+
+
+# --- driver side: tables, micro-batches, the query ---------------------------------------------
+
+
+def ensure_tables(lake: Lake) -> None:
+    """Create the bronze and ops tables on first run (no-op afterwards)."""
+    from pipelines.tables import create_table
+
+    create_table(
+        lake.bronze_events, BRONZE_EVENTS_SCHEMA, BRONZE_EVENTS_PARTITIONS, storage_options=lake.storage_options
+    )
+    create_table(
+        lake.bronze_quarantine,
+        BRONZE_QUARANTINE_SCHEMA,
+        BRONZE_QUARANTINE_PARTITIONS,
+        storage_options=lake.storage_options,
+    )
+    create_table(lake.bronze_progress, PROGRESS_SCHEMA, ["topic"], storage_options=lake.storage_options)
+    create_table(lake.table("ops", "bronze_lag"), LAG_SCHEMA, ["topic"], storage_options=lake.storage_options)
+
+
+class BatchWriter:
+    """The foreachBatch function: three idempotent Delta commits per micro-batch."""
+
+    def __init__(self, lake: Lake, checkpoint: str, target_file_size: int) -> None:
+        self.lake = lake
+        self.checkpoint = checkpoint
+        self.target_file_size = target_file_size
+        self._query_id: str | None = None
+
+    @property
+    def query_id(self) -> str:
+        if self._query_id is None:
+            from pipelines.connectors.delta import streaming_app_id
+
+            self._query_id = streaming_app_id({"checkpointLocation": self.checkpoint})
+        return self._query_id
+
+    def _write(self, df: DataFrame, path: str, partition_by: list[str], batch_id: int) -> None:
+        from pipelines.connectors.delta import spark_options
+
+        (
+            df.write.format("lakehouse_delta")
+            .mode("append")
+            .options(**spark_options(self.lake.storage_options))
+            .option("partitionBy", ",".join(partition_by))
+            .option("targetFileSizeBytes", str(self.target_file_size))
+            .option("txnAppId", self.query_id)
+            .option("txnVersion", str(batch_id))
+            .save(path)
+        )
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        batch = batch.persist()
+        try:
+            events = batch.where(F.col(ROUTE) == ROUTE_EVENT).select(*BRONZE_EVENTS_SCHEMA.names)
+            quarantine = batch.where(F.col(ROUTE) == ROUTE_QUARANTINE).select(*BRONZE_QUARANTINE_SCHEMA.names)
+            progress = (
+                batch.groupBy("topic", "partition")
+                .agg(
+                    F.min("offset").alias("min_offset"),
+                    F.max("offset").alias("max_offset"),
+                    F.sum((F.col(ROUTE) == ROUTE_EVENT).cast("long")).alias("events"),
+                    F.sum((F.col(ROUTE) == ROUTE_QUARANTINE).cast("long")).alias("quarantined"),
+                    F.max("occurred_at").alias("max_occurred_at"),
+                    F.max("kafka_timestamp").alias("max_kafka_timestamp"),
+                    F.max("ingested_at").alias("max_ingested_at"),
+                )
+                .select(
+                    F.lit(self.query_id).alias("query_id"),
+                    F.lit(batch_id).cast("long").alias("batch_id"),
+                    "topic",
+                    "partition",
+                    "min_offset",
+                    "max_offset",
+                    "events",
+                    "quarantined",
+                    "max_occurred_at",
+                    "max_kafka_timestamp",
+                    "max_ingested_at",
+                )
+            )
+            progress_rows = progress.collect()
+            if not progress_rows:
+                return
+            self._write(events, self.lake.bronze_events, BRONZE_EVENTS_PARTITIONS, batch_id)
+            self._write(quarantine, self.lake.bronze_quarantine, BRONZE_QUARANTINE_PARTITIONS, batch_id)
+            # Last: a progress row means both data commits of this batch are in.
+            self._write(progress, self.lake.bronze_progress, ["topic"], batch_id)
+            counted = sum(r["events"] + r["quarantined"] for r in progress_rows)
+            log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(progress_rows))
+        finally:
+            batch.unpersist()
+
+
+def kafka_stream(spark: SparkSession, settings: Settings, bootstrap_servers: str) -> DataFrame:
+    """All configured domain topics through the project's Kafka source, from the earliest offset."""
+    reader = (
+        spark.readStream.format("lakehouse_kafka")
+        .option("kafka.bootstrap.servers", bootstrap_servers)
+        .option("subscribe", ",".join(settings.kafka.topics))
+        .option("startingOffsets", "earliest")
+        .option("failOnDataLoss", "true")
+        .option("maxOffsetsPerTrigger", str(settings.bronze.max_offsets_per_trigger))
+        .option("groupIdForCommit", f"lakehouse-{settings.bronze.query_name}")
+    )
+    for key, value in settings.kafka.client_settings().items():
+        reader = reader.option(f"kafka.{key}", str(value))
+    return reader.load()
+
+
+def start_bronze(
+    spark: SparkSession, settings: Settings, bootstrap_servers: str, once: bool = False
+) -> tuple[StreamingQuery, LagRecorder]:
+    """Start the bronze query; ``once`` = catch up with Trigger.AvailableNow and stop.
+
+    Returns the query and its lag listener (remove it with ``spark.streams.removeListener`` when done).
+    """
+    lake = Lake(settings)
+    ensure_tables(lake)
+    registry = SchemaRegistry.load(settings.schemas_dir)
+    parsed = kafka_stream(spark, settings, bootstrap_servers).mapInArrow(
+        make_parser(registry, TimestampLimits.from_settings(settings)), _spark_schema(PARSED_SCHEMA)
+    )
+    checkpoint = lake.checkpoint(settings.bronze.query_name)
+    writer = BatchWriter(lake, checkpoint, settings.bronze.target_file_size_mb * 1024 * 1024)
+    stream = (
+        parsed.writeStream.queryName(settings.bronze.query_name)
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(writer)
+    )
+    if once:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=settings.bronze.trigger_interval)
+    recorder = LagRecorder(lake)
+    spark.streams.addListener(recorder)
+    query = stream.start()
+    recorder.query_id = str(query.id)
+    return query, recorder
+
+
+def _spark_schema(schema: pa.Schema):
+    from pipelines.connectors.delta import spark_schema_from_arrow
+
+    return spark_schema_from_arrow(schema)
+
+
+def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, once: bool = False) -> StreamingQuery:
+    """Run until caught up (``once``) or until SIGTERM/Ctrl-C, which stops the query between commits.
+
+    Stopping mid-batch abandons that batch: its commits are either complete or absent, and the
+    restart replays it from the checkpoint (tables that already hold it skip it).
+    """
+    query, recorder = start_bronze(spark, settings, bootstrap_servers, once=once)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.warning("signal %d: stopping the bronze query", signum)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while query.isActive and not stop_requested.is_set():
+            query.awaitTermination(0.5)
+        if query.isActive:
+            query.stop()
+        if query.exception() is not None:
+            raise query.exception()  # type: ignore[misc]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        spark.streams.removeListener(recorder)
+    return query
+
+
+# --- freshness and lag ---------------------------------------------------------------------------
+
+
+class LagRecorder(StreamingQueryListener):
+    """After each batch, record per Kafka partition the committed and latest offsets (the lag)."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.path = lake.table("ops", "bronze_lag")
+        self.storage_options = lake.storage_options
+        self.query_id: str | None = None  # set once the query has started; other queries are ignored
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = event.progress
+        if str(progress.id) != self.query_id:
+            return
+        rows = lag_rows(str(progress.id), progress.batchId, progress.sources)
+        if not rows:
+            return
+        from deltalake import write_deltalake
+
+        try:
+            write_deltalake(
+                self.path,
+                pa.Table.from_pylist(rows, schema=LAG_SCHEMA),
+                mode="append",
+                storage_options=self.storage_options or None,
+            )
+        except Exception:  # lag is advisory: never let it break ingestion
+            log.exception("could not record bronze lag")
+
+
+def lag_rows(query_id: str, batch_id: int, sources: Any) -> list[dict[str, Any]]:
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for source in sources:
+        end = json.loads(source.endOffset) if source.endOffset else {}
+        latest = json.loads(source.latestOffset) if source.latestOffset else {}
+        for topic, partitions in latest.items():
+            for partition, latest_offset in partitions.items():
+                committed = end.get(topic, {}).get(partition, 0)
+                rows.append(
+                    {
+                        "query_id": query_id,
+                        "batch_id": batch_id,
+                        "topic": topic,
+                        "partition": int(partition),
+                        "committed_offset": committed,
+                        "latest_offset": latest_offset,
+                        "lag": max(latest_offset - committed, 0),
+                        "reported_at": now,
+                    }
+                )
+    return rows
+
+
+def freshness(settings: Settings) -> list[dict[str, Any]]:
+    """Per Kafka partition: highest event time and ingest time committed to bronze, and the last lag.
+
+    What downstream jobs and Airflow sensors read to decide whether bronze is complete enough.
+    """
+    from deltalake import DeltaTable
+
+    lake = Lake(settings)
+    options = lake.storage_options or None
+    if not DeltaTable.is_deltatable(lake.bronze_progress, options):
+        return []
+    progress = DeltaTable(lake.bronze_progress, storage_options=options).to_pyarrow_table()
+    fresh = progress.group_by(["topic", "partition"]).aggregate(
+        [
+            ("max_offset", "max"),
+            ("max_occurred_at", "max"),
+            ("max_ingested_at", "max"),
+            ("events", "sum"),
+            ("quarantined", "sum"),
+        ]
+    )
+    lags: dict[tuple[str, int], int] = {}
+    lag_path = lake.table("ops", "bronze_lag")
+    if DeltaTable.is_deltatable(lag_path, options):
+        lag = DeltaTable(lag_path, storage_options=options).to_pyarrow_table()
+        if lag.num_rows:
+            latest = lag.sort_by([("reported_at", "ascending")])
+            for row in latest.to_pylist():
+                lags[(row["topic"], row["partition"])] = row["lag"]
+    rows = []
+    for row in fresh.sort_by([("topic", "ascending"), ("partition", "ascending")]).to_pylist():
+        key = (row["topic"], row["partition"])
+        rows.append(
+            {
+                "topic": key[0],
+                "partition": key[1],
+                "committed_offset": row["max_offset_max"] + 1,
+                "max_occurred_at": row["max_occurred_at_max"],
+                "max_ingested_at": row["max_ingested_at_max"],
+                "events": row["events_sum"],
+                "quarantined": row["quarantined_sum"],
+                "lag": lags.get(key),
+            }
+        )
+    return rows
+
+
+def table_counts(path: str, columns: list[str], storage_options: dict[str, str] | None = None) -> dict[tuple, int]:
+    """Row counts grouped by ``columns`` (driver-side, pyarrow): for summaries and reconciliation."""
+    from deltalake import DeltaTable
+
+    options = storage_options or None
+    if not DeltaTable.is_deltatable(path, options):
+        return {}
+    table = DeltaTable(path, storage_options=options).to_pyarrow_table(columns=columns)
+    grouped = table.group_by(columns).aggregate([([], "count_all")])
+    return {tuple(row[c] for c in columns): row["count_all"] for row in grouped.to_pylist()}
