@@ -299,8 +299,12 @@ def cmd_bronze_status(args: argparse.Namespace) -> int:
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["topic"], str(row["partition"]), str(row["committed_offset"]), str(row["lag"]),
-            str(row["max_occurred_at"]), str(row["max_ingested_at"]),
+            row["topic"],
+            str(row["partition"]),
+            str(row["committed_offset"]),
+            str(row["lag"]),
+            str(row["max_occurred_at"]),
+            str(row["max_ingested_at"]),
         )
     console.print(table)
     return 0
@@ -376,8 +380,9 @@ def cmd_silver_build(args: argparse.Namespace) -> int:
     from pipelines import silver
 
     settings = _settings(args)
-    result = silver.build(_batch_spark(settings, "silver"), settings, args.from_date, args.to_date, args.tenant,
-                          progress=_say)
+    result = silver.build(
+        _batch_spark(settings, "silver"), settings, args.from_date, args.to_date, args.tenant, progress=_say
+    )
     _print_silver(result)
     return 0
 
@@ -386,8 +391,9 @@ def cmd_gold_build(args: argparse.Namespace) -> int:
     from pipelines import gold
 
     settings = _settings(args)
-    result = gold.build(_batch_spark(settings, "gold"), settings, args.from_date, args.to_date, args.tenant,
-                        progress=_say)
+    result = gold.build(
+        _batch_spark(settings, "gold"), settings, args.from_date, args.to_date, args.tenant, progress=_say
+    )
     _print_gold(result)
     return 0
 
@@ -397,8 +403,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     layers = parse_layers(args.layers)
     settings = _settings(args)
-    result = replay(_batch_spark(settings, "replay"), settings, args.from_date, args.to_date, args.tenant, layers,
-                    progress=_say)
+    result = replay(
+        _batch_spark(settings, "replay"), settings, args.from_date, args.to_date, args.tenant, layers, progress=_say
+    )
     if result.silver is not None:
         _print_silver(result.silver)
     if result.gold is not None:

@@ -76,8 +76,32 @@ P_LOGIN_AT_SESSION_START = 0.25
 # Hour-of-day activity (UTC): quiet nights, a lunch bump and an evening peak.
 _HOUR_CUM_WEIGHTS = list(
     accumulate(
-        [2.0, 1.2, 0.8, 0.6, 0.6, 0.9, 1.8, 3.2, 4.5, 5.2, 5.6, 6.0, 6.4, 6.1, 5.8, 5.6, 5.7, 6.2, 7.0, 7.6, 7.8, 6.9,
-         5.1, 3.4]
+        [
+            2.0,
+            1.2,
+            0.8,
+            0.6,
+            0.6,
+            0.9,
+            1.8,
+            3.2,
+            4.5,
+            5.2,
+            5.6,
+            6.0,
+            6.4,
+            6.1,
+            5.8,
+            5.6,
+            5.7,
+            6.2,
+            7.0,
+            7.6,
+            7.8,
+            6.9,
+            5.1,
+            3.4,
+        ]
     )
 )
 
@@ -93,38 +117,99 @@ _MARKETS = (
 )
 # Category -> median price in major units; prices are lognormal around it and end in .99.
 _CATEGORIES = {
-    "shoes": 80, "apparel": 40, "electronics": 250, "home": 60, "beauty": 25, "sports": 55, "books": 15, "toys": 30,
+    "shoes": 80,
+    "apparel": 40,
+    "electronics": 250,
+    "home": 60,
+    "beauty": 25,
+    "sports": 55,
+    "books": 15,
+    "toys": 30,
 }
 _PRODUCTS_PER_TENANT = 120
 _OTHER_PATHS = ("/about", "/help/shipping", "/help/returns", "/account", "/search?q=sale", "/stores")
 _REFERRERS = (
-    None, "https://www.google.com/", "https://www.bing.com/", "https://www.facebook.com/", "https://t.co/",
-    "https://www.instagram.com/", "https://duckduckgo.com/",
+    None,
+    "https://www.google.com/",
+    "https://www.bing.com/",
+    "https://www.facebook.com/",
+    "https://t.co/",
+    "https://www.instagram.com/",
+    "https://duckduckgo.com/",
 )
 _REFERRER_CUM_WEIGHTS = list(accumulate([35, 35, 5, 8, 4, 5, 3]))
 # (device, os, user agent, weight)
 _USER_AGENTS = (
-    ("desktop", "Windows 10", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/131.0.0.0 Safari/537.36", 24),
-    ("desktop", "Windows 10", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0", 7),
+    (
+        "desktop",
+        "Windows 10",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Safari/537.36",
+        24,
+    ),
+    (
+        "desktop",
+        "Windows 10",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+        7,
+    ),
     ("desktop", "Windows 10", "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0", 4),
-    ("desktop", "macOS 10.15", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
-     "Gecko) Version/18.1 Safari/605.1.15", 9),
-    ("desktop", "macOS 10.15", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
-     "Gecko) Chrome/130.0.0.0 Safari/537.36", 8),
-    ("desktop", "Linux", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
-     "Safari/537.36", 2),
-    ("mobile", "iOS 18.1", "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
-     "Gecko) Version/18.1 Mobile/15E148 Safari/604.1", 17),
-    ("mobile", "Android 14", "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/131.0.0.0 Mobile Safari/537.36", 14),
-    ("mobile", "Android 14", "Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like "
-     "Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36", 6),
-    ("tablet", "iPadOS 17.7", "Mozilla/5.0 (iPad; CPU OS 17_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/17.7 Mobile/15E148 Safari/604.1", 5),
-    ("tablet", "Android 13", "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/131.0.0.0 Safari/537.36", 3),
+    (
+        "desktop",
+        "macOS 10.15",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
+        "Gecko) Version/18.1 Safari/605.1.15",
+        9,
+    ),
+    (
+        "desktop",
+        "macOS 10.15",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
+        "Gecko) Chrome/130.0.0.0 Safari/537.36",
+        8,
+    ),
+    (
+        "desktop",
+        "Linux",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        2,
+    ),
+    (
+        "mobile",
+        "iOS 18.1",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+        "Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+        17,
+    ),
+    (
+        "mobile",
+        "Android 14",
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Mobile Safari/537.36",
+        14,
+    ),
+    (
+        "mobile",
+        "Android 14",
+        "Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like "
+        "Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+        6,
+    ),
+    (
+        "tablet",
+        "iPadOS 17.7",
+        "Mozilla/5.0 (iPad; CPU OS 17_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/17.7 Mobile/15E148 Safari/604.1",
+        5,
+    ),
+    (
+        "tablet",
+        "Android 13",
+        "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Safari/537.36",
+        3,
+    ),
 )
 _UA_CUM_WEIGHTS = list(accumulate(ua[3] for ua in _USER_AGENTS))
 _PUBLIC_FIRST_OCTETS = (23, 31, 37, 45, 62, 73, 81, 89, 94, 104, 151, 176, 185, 203, 212, 217)
@@ -281,9 +366,14 @@ class Truth:
             "event_counts": _rows(self.event_counts, ("tenant_id", "date", "event_type"), "events"),
             "events_by_version": _rows(self.events_by_version, ("event_type", "version"), "events"),
             "orders": [
-                {"tenant_id": t, "date": d, "currency": c, "orders": n,
-                 "revenue": round(self.revenue_cents[(t, d, c)] / 100, 2),
-                 "revenue_cents": self.revenue_cents[(t, d, c)]}
+                {
+                    "tenant_id": t,
+                    "date": d,
+                    "currency": c,
+                    "orders": n,
+                    "revenue": round(self.revenue_cents[(t, d, c)] / 100, 2),
+                    "revenue_cents": self.revenue_cents[(t, d, c)],
+                }
                 for (t, d, c), n in sorted(self.orders.items())
             ],
         }
@@ -411,8 +501,9 @@ class _Generator:
             raise ValueError(f"topic_for_event_type has no topic for event type(s) {missing}")
         self.spec = spec
         self.topics = topic_for_event_type
-        self.start_ms = int(datetime(spec.start_date.year, spec.start_date.month, spec.start_date.day,
-                                     tzinfo=UTC).timestamp() * 1000)
+        self.start_ms = int(
+            datetime(spec.start_date.year, spec.start_date.month, spec.start_date.day, tzinfo=UTC).timestamp() * 1000
+        )
         self.end_ms = self.start_ms + spec.days * DAY_MS
         self.day_strings = [(spec.start_date + timedelta(days=d)).isoformat() for d in range(spec.days)]
         self.truth = _TruthBuilder()
@@ -438,8 +529,18 @@ class _Generator:
         latest = LATEST_VERSION.get(event_type, 1)
         return 1 if latest > 1 and self.rng.random() < self.spec.old_version_share else latest
 
-    def emit(self, tenant: _Tenant, event_type: str, version: int, at_ms: int, properties: dict[str, Any],
-             user_id: str | None, anonymous_id: str | None, session_id: str | None, context: dict[str, Any]) -> None:
+    def emit(
+        self,
+        tenant: _Tenant,
+        event_type: str,
+        version: int,
+        at_ms: int,
+        properties: dict[str, Any],
+        user_id: str | None,
+        anonymous_id: str | None,
+        session_id: str | None,
+        context: dict[str, Any],
+    ) -> None:
         rng = self.rng
         event = {
             "event_id": _uuid4(rng),
@@ -454,10 +555,16 @@ class _Generator:
             "context": context,
         }
         self.truth.add(event)
-        self.records.append(_Record(
-            at_ms, self.topics[event_type], message_key(event), encode_event(event),
-            message_headers(event, f"{rng.getrandbits(128):032x}"), event["event_id"],
-        ))
+        self.records.append(
+            _Record(
+                at_ms,
+                self.topics[event_type],
+                message_key(event),
+                encode_event(event),
+                message_headers(event, f"{rng.getrandbits(128):032x}"),
+                event["event_id"],
+            )
+        )
 
     def tenant(self, index: int) -> _Tenant:
         name = _TENANT_NAMES[index % len(_TENANT_NAMES)]
@@ -490,8 +597,14 @@ class _Generator:
             ip = f"2a02:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::{rng.getrandbits(16):x}"
         else:
             ip = f"{rng.choice(_PUBLIC_FIRST_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-        context = {"device": device, "os": os_name, "locale": rng.choice(tenant.locales), "ip": ip,
-                   "user_agent": user_agent, "app_version": rng.choice(_APP_VERSIONS)}
+        context = {
+            "device": device,
+            "os": os_name,
+            "locale": rng.choice(tenant.locales),
+            "ip": ip,
+            "user_agent": user_agent,
+            "app_version": rng.choice(_APP_VERSIONS),
+        }
         return _Visitor(
             user_id=f"usr_{rng.getrandbits(48):012x}",
             anonymous_id=f"anon_{rng.getrandbits(64):016x}" if anonymous else None,
@@ -532,8 +645,12 @@ class _Generator:
                 if rng.random() < 0.6:
                     properties["code"] = f"{component.split('-')[0].upper()}-{rng.randint(100, 599)}"
                 host = rng.randint(1, 12)
-                context = {"device": "server", "os": "linux", "ip": f"10.0.{host}.{rng.randint(2, 250)}",
-                           "app_version": _SERVER_APP_VERSION}
+                context = {
+                    "device": "server",
+                    "os": "linux",
+                    "ip": f"10.0.{host}.{rng.randint(2, 250)}",
+                    "app_version": _SERVER_APP_VERSION,
+                }
                 at_ms = self.start_ms + day * DAY_MS + rng.randrange(DAY_MS)
                 self.emit(tenant, "system_alert", 1, at_ms, properties, None, f"host-{host}", None, context)
 
@@ -564,27 +681,41 @@ class _Generator:
                 late_ids.append(record.event_id)
             else:
                 published = record.occurred_ms + int(lag_rng.random() * NORMAL_LAG_MAX_MS)
-            entries.append((published, "valid", None, record.topic, record.key, record.value, record.headers,
-                            record.event_id))
+            entries.append(
+                (published, "valid", None, record.topic, record.key, record.value, record.headers, record.event_id)
+            )
             if dup_rng.random() < spec.duplicate_rate:
                 if dup_rng.random() < REPLAY_SHARE:
                     delay = _log_uniform(dup_rng, REPLAY_MIN_MS, REPLAY_MAX_MS)
                 else:
                     delay = dup_rng.randrange(5, 3_000)
                 # Same bytes, own headers list: a caller appending headers to one copy must not change the other.
-                entries.append((published + delay, "duplicate", None, record.topic, record.key, record.value,
-                                list(record.headers), record.event_id))
+                entries.append(
+                    (
+                        published + delay,
+                        "duplicate",
+                        None,
+                        record.topic,
+                        record.key,
+                        record.value,
+                        list(record.headers),
+                        record.event_id,
+                    )
+                )
             if bad_rng.random() < spec.malformed_rate:
                 defect = bad_rng.choice(DEFECTS)
                 malformed[defect] += 1
                 topic, key, value, headers = _malformed(json.loads(record.value), defect, bad_rng, self.topics)
-                entries.append((published + bad_rng.randrange(1, 5_000), "malformed", defect,
-                                topic, key, value, headers, None))
+                entries.append(
+                    (published + bad_rng.randrange(1, 5_000), "malformed", defect, topic, key, value, headers, None)
+                )
         entries.sort(key=itemgetter(0))  # stable: ties keep insertion order
         swaps = _swap_neighbours(entries, swap_rng, spec.out_of_order_rate)
         _originals_first(entries)
-        messages = [GeneratedMessage(topic, key, value, headers, kind, defect, published)
-                    for published, kind, defect, topic, key, value, headers, _ in entries]
+        messages = [
+            GeneratedMessage(topic, key, value, headers, kind, defect, published)
+            for published, kind, defect, topic, key, value, headers, _ in entries
+        ]
 
         distinct_users, distinct_identities = self.truth.users()
         spec_dict = {f.name: getattr(spec, f.name) for f in fields(spec)}
@@ -618,8 +749,14 @@ class _Session:
         self.session_id = f"s_{self.rng.getrandbits(64):016x}"
         self.last_url: str | None = None
 
-    def emit(self, event_type: str, properties: dict[str, Any], version: int = 1, server_side: bool = False,
-             both_ids: bool = False) -> None:
+    def emit(
+        self,
+        event_type: str,
+        properties: dict[str, Any],
+        version: int = 1,
+        server_side: bool = False,
+        both_ids: bool = False,
+    ) -> None:
         if self.clock >= self.gen.end_ms:
             raise _SessionOver
         visitor, rng = self.visitor, self.rng
@@ -635,8 +772,9 @@ class _Session:
         else:
             session_id = None if rng.random() < MISSING_SESSION_SHARE else self.session_id
             context = visitor.context  # shared safely: events are encoded at once and never kept as dicts
-        self.gen.emit(self.tenant, event_type, version, self.clock, properties, user_id, anonymous_id, session_id,
-                      context)
+        self.gen.emit(
+            self.tenant, event_type, version, self.clock, properties, user_id, anonymous_id, session_id, context
+        )
         self.clock += 1_000 + int(rng.expovariate(1 / 25_000))
 
     def page_view(self, page_type: str, path: str, title: str) -> None:
@@ -644,8 +782,9 @@ class _Session:
         version = self.gen.version("page_view")
         properties: dict[str, Any] = {
             "url": url,
-            "referrer": self.last_url if self.last_url else self.rng.choices(_REFERRERS,
-                                                                             cum_weights=_REFERRER_CUM_WEIGHTS)[0],
+            "referrer": self.last_url
+            if self.last_url
+            else self.rng.choices(_REFERRERS, cum_weights=_REFERRER_CUM_WEIGHTS)[0],
             "title": f"{title} | {self.tenant.display_name}",
         }
         if version == 2:
@@ -660,8 +799,10 @@ class _Session:
     def view_product(self, product: tuple[str, str, int]) -> None:
         product_id, category, cents = product
         self.page_view("product", f"/p/{product_id}", f"{category.title()} {product_id}")
-        self.emit("product_view", {"product_id": product_id, "category": category, "price": cents / 100,
-                                   "currency": self.visitor.currency})
+        self.emit(
+            "product_view",
+            {"product_id": product_id, "category": category, "price": cents / 100, "currency": self.visitor.currency},
+        )
 
     def walk(self, signup: bool) -> None:
         rng, visitor = self.rng, self.visitor
@@ -678,8 +819,14 @@ class _Session:
             viewed.append(self.product())
             self.view_product(viewed[-1])
         if signup:
-            self.emit("signup", {"method": rng.choices(_SIGNUP_METHODS[0], cum_weights=_SIGNUP_METHODS[1])[0],
-                                 "plan": rng.choices(_PLANS[0], cum_weights=_PLANS[1])[0]}, both_ids=True)
+            self.emit(
+                "signup",
+                {
+                    "method": rng.choices(_SIGNUP_METHODS[0], cum_weights=_SIGNUP_METHODS[1])[0],
+                    "plan": rng.choices(_PLANS[0], cum_weights=_PLANS[1])[0],
+                },
+                both_ids=True,
+            )
             visitor.signed_in = True
         for _ in range(int(rng.expovariate(0.8))):
             path = rng.choice(_OTHER_PATHS)
@@ -696,16 +843,25 @@ class _Session:
                 continue
             quantity = rng.choices((1, 2, 3), cum_weights=(80, 95, 100))[0]
             cart[product_id] = (quantity, cents)
-            self.emit("add_to_cart", {"product_id": product_id, "quantity": quantity, "price": cents / 100,
-                                      "currency": visitor.currency})
+            self.emit(
+                "add_to_cart",
+                {"product_id": product_id, "quantity": quantity, "price": cents / 100, "currency": visitor.currency},
+            )
         if rng.random() >= P_CHECKOUT:
             return
         self.page_view("cart", "/cart", "Your cart")
         item_count = sum(q for q, _ in cart.values())
         cart_cents = sum(q * c for q, c in cart.values())
         self.page_view("checkout", "/checkout", "Checkout")
-        self.emit("checkout_started", {"cart_id": f"cart_{rng.getrandbits(48):012x}", "item_count": item_count,
-                                       "cart_value": cart_cents / 100, "currency": visitor.currency})
+        self.emit(
+            "checkout_started",
+            {
+                "cart_id": f"cart_{rng.getrandbits(48):012x}",
+                "item_count": item_count,
+                "cart_value": cart_cents / 100,
+                "currency": visitor.currency,
+            },
+        )
         if rng.random() >= P_ORDER:
             return
         version = self.gen.version("order_completed")
@@ -764,8 +920,9 @@ def _originals_first(entries: list[tuple]) -> None:
             entries[earlier], entries[slot] = entry, entries[earlier]
 
 
-def _malformed(event: dict[str, Any], defect: str, rng: random.Random,
-               topics: dict[str, str]) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
+def _malformed(
+    event: dict[str, Any], defect: str, rng: random.Random, topics: dict[str, str]
+) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
     """A broken sibling of ``event`` (fresh event_id), as a careless producer sends it: (topic, key, value, headers)."""
     event["event_id"] = _uuid4(rng)
     trace_id = f"{rng.getrandbits(128):032x}"
@@ -805,8 +962,12 @@ def _malformed(event: dict[str, Any], defect: str, rng: random.Random,
         event["user_id"] = event["anonymous_id"] = None
     else:
         raise ValueError(f"unknown defect {defect!r}; expected one of {DEFECTS}")
-    return topic, message_key(event), value if value is not None else encode_event(event), message_headers(
-        event, trace_id)
+    return (
+        topic,
+        message_key(event),
+        value if value is not None else encode_event(event),
+        message_headers(event, trace_id),
+    )
 
 
 def _invalid_values(event: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -821,8 +982,13 @@ def _invalid_values(event: dict[str, Any]) -> list[tuple[str, Any]]:
     for name in ("quantity", "item_count"):
         if name in properties:
             options.append((name, 0))
-    enum_typos = {"severity": "fatal", "method": "facebook", "plan": "gold", "payment_method": "crypto",
-                  "page_type": "landing"}
+    enum_typos = {
+        "severity": "fatal",
+        "method": "facebook",
+        "plan": "gold",
+        "payment_method": "crypto",
+        "page_type": "landing",
+    }
     options.extend((name, bad) for name, bad in enum_typos.items() if name in properties)
     if "device" in event["context"] and event["context"]["device"] != "server":
         options.append(("device", "smartwatch"))
@@ -832,4 +998,3 @@ def _invalid_values(event: dict[str, Any]) -> list[tuple[str, Any]]:
 def generate(spec: GeneratorSpec, topic_for_event_type: dict[str, str]) -> tuple[list[GeneratedMessage], Truth]:
     """Messages in publish order and the truth they must reconcile to; same spec -> identical bytes."""
     return _Generator(spec, topic_for_event_type).stream()
-

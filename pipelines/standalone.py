@@ -43,10 +43,14 @@ class StandaloneCluster:
             "PYSPARK_PYTHON": sys.executable,
             "SPARK_LOG_DIR": str(self.work_dir / "logs"),
         }
-        log = open(self.work_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        log = open(self.work_dir / f"{name}.log", "wb")
         process = subprocess.Popen(
             [f"{spark_home}/bin/spark-class", *args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
         log.close()
         self.processes.append(process)
@@ -59,17 +63,35 @@ class StandaloneCluster:
         self.master_url = f"spark://127.0.0.1:{port}"
         self._spawn(
             "master",
-            ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-             "--webui-port", str(ui_port)],
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui_port),
+            ],
         )
         for index in range(self.workers):
             worker_dir = self.work_dir / f"worker-{index}"
             worker_dir.mkdir(exist_ok=True)
             self._spawn(
                 f"worker-{index}",
-                ["org.apache.spark.deploy.worker.Worker", self.master_url, "--cores", str(self.cores_per_worker),
-                 "--memory", self.memory_per_worker, "--host", "127.0.0.1", "--webui-port", str(free_port()),
-                 "--work-dir", str(worker_dir)],
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    self.master_url,
+                    "--cores",
+                    str(self.cores_per_worker),
+                    "--memory",
+                    self.memory_per_worker,
+                    "--host",
+                    "127.0.0.1",
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(worker_dir),
+                ],
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

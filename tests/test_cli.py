@@ -67,8 +67,20 @@ def test_main_job_publishes_and_prints_counts(tmp_path: Path) -> None:
     expected: dict[str, int] = {}
     for message in messages:
         expected[message.topic] = expected.get(message.topic, 0) + 1
-    printed = {match.group(1): int(match.group(2)) for match in re.finditer(r"│ (\S+)\s+│\s+(\d+) │", result.stdout)}
+    published_part, _, bronze_part = result.stdout.partition("bronze.events by tenant and type")
+    events_part, _, quarantine_part = bronze_part.partition("bronze.quarantine by tenant and type")
+    row = re.compile(r"│ (\S+)\s+│\s+(\d+) │")
+    printed = {match.group(1): int(match.group(2)) for match in row.finditer(published_part)}
     assert printed == {**expected, "total": len(messages)}, result.stdout
+
+    # bronze ran in catch-up mode: events + quarantine account for every published message
+    total = re.compile(r"│ total\s+│\s+│\s+(\d+) │")
+    bronze_total = int(total.search(events_part).group(1))
+    quarantine_total = int(total.search(quarantine_part).group(1))
+    assert bronze_total == truth.unique_valid_events + truth.duplicates
+    assert quarantine_total == truth.malformed
+    assert bronze_total + quarantine_total == len(messages)
+    assert (tmp_path / "lake" / "bronze" / "events" / "_delta_log").is_dir()
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(truth.to_json())
     assert "embedded broker stopped" in result.stdout
     assert not (tmp_path / "broker" / "broker.json").exists(), "the broker it started is stopped"

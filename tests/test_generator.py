@@ -24,7 +24,13 @@ from pipelines.schemas import SchemaRegistry
 
 HOUR_MS = 3_600_000
 SPEC = GeneratorSpec(
-    seed=7, tenants=3, users_per_tenant=150, days=3, duplicate_rate=0.05, late_rate=0.04, out_of_order_rate=0.05,
+    seed=7,
+    tenants=3,
+    users_per_tenant=150,
+    days=3,
+    duplicate_rate=0.05,
+    late_rate=0.04,
+    out_of_order_rate=0.05,
     malformed_rate=0.05,
 )
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -95,8 +101,9 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(topics):
 
 def test_defect_rates_do_not_change_the_valid_events(topics):
     """Each defect has its own random stream: tuning a rate must not reshuffle the population."""
-    clean = GeneratorSpec(seed=5, users_per_tenant=30, duplicate_rate=0, late_rate=0, out_of_order_rate=0,
-                          malformed_rate=0)
+    clean = GeneratorSpec(
+        seed=5, users_per_tenant=30, duplicate_rate=0, late_rate=0, out_of_order_rate=0, malformed_rate=0
+    )
     noisy = dataclasses.replace(clean, duplicate_rate=0.2, late_rate=0.2, out_of_order_rate=0.2, malformed_rate=0.2)
     clean_messages, clean_truth = generate(clean, topics)
     noisy_messages, noisy_truth = generate(noisy, topics)
@@ -206,8 +213,9 @@ def test_late_events_arrive_hours_to_days_after_later_events(stream, first_deliv
 
 
 def test_out_of_order_swaps_disorder_the_stream_locally(topics):
-    ordered_spec = GeneratorSpec(seed=3, users_per_tenant=100, late_rate=0, out_of_order_rate=0, duplicate_rate=0,
-                                 malformed_rate=0)
+    ordered_spec = GeneratorSpec(
+        seed=3, users_per_tenant=100, late_rate=0, out_of_order_rate=0, duplicate_rate=0, malformed_rate=0
+    )
     shuffled_spec = dataclasses.replace(ordered_spec, out_of_order_rate=0.1)
 
     def descents(messages: list[GeneratedMessage]) -> int:
@@ -248,8 +256,10 @@ def test_the_stream_looks_like_real_traffic(stream, first_deliveries):
     start_ms = _ms(f"{SPEC.start_date.isoformat()}T00:00:00+00:00")
     assert all(start_ms <= _ms(e["occurred_at"]) < start_ms + SPEC.days * 24 * HOUR_MS for e in events)
 
-    per_visitor = sorted(Counter(e["user_id"] or e["anonymous_id"] for e in events
-                                 if e["event_type"] != "system_alert").values(), reverse=True)
+    per_visitor = sorted(
+        Counter(e["user_id"] or e["anonymous_id"] for e in events if e["event_type"] != "system_alert").values(),
+        reverse=True,
+    )
     assert sum(per_visitor[: len(per_visitor) // 10]) > 0.25 * sum(per_visitor)  # heavy tail
     assert per_visitor[0] > 8 * per_visitor[len(per_visitor) // 2]
 
@@ -296,8 +306,11 @@ def test_truth_reconciles_with_the_messages(stream, checked, first_deliveries):
     assert truth.event_counts == dict(event_counts)
     assert truth.events_by_version == dict(Counter((e["event_type"], e["version"]) for e in events))
 
-    stitch = {(e["tenant_id"], e["anonymous_id"]): e["user_id"] for e in events
-              if e["event_type"] == "signup" and e["anonymous_id"]}
+    stitch = {
+        (e["tenant_id"], e["anonymous_id"]): e["user_id"]
+        for e in events
+        if e["event_type"] == "signup" and e["anonymous_id"]
+    }
     people: dict[tuple[str, str], set[str]] = {}
     identities: dict[tuple[str, str], set[str]] = {}
     for e in events:

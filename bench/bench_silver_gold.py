@@ -1,0 +1,241 @@
+"""Silver + gold build time on Spark vs the same aggregations in DuckDB, over the same bronze table, same run.
+
+The question a user weighs: is a single-machine engine enough? The generated stream (duplicates and late
+events included) is written to a bronze Delta table once; then
+
+* Spark: ``silver.build`` (dedup, upcast, HMAC pseudonyms, stitching, sessionization, UA parsing,
+  enrichment) + ``gold.build`` (all six tables), through the project's Delta connector;
+* DuckDB: dedup, stitching, DAU/WAU/MAU/new users, event counts, sessions (given ids plus 30-minute
+  inactivity blocks) and revenue, in SQL over the same bronze files (``DeltaTable.to_pyarrow_dataset()``;
+  DuckDB's delta extension cannot be downloaded here). No HMAC, no user-agent parsing, no funnels or
+  anomalies: DuckDB does strictly less work. Its DAU, event counts and revenue must equal gold's.
+
+Wall-clock seconds; the machine may be shared. Needs ``duckdb`` (not in requirements yet); without it
+only the Spark rows are produced.
+
+Run: ``.venv/bin/python -m bench.bench_silver_gold [--events 1000000 10000000]``. Prints a markdown table;
+``run()`` returns its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bench.bench_validation import machine
+from pipelines import gold, silver
+from pipelines.config import load_settings
+from pipelines.dimensions import sample_users, write_users_file
+from pipelines.generator import GeneratorSpec, generate
+from pipelines.lake import Lake
+from pipelines.synthetic_bronze import bronze_rows_from_generated, bronze_table, write_bronze
+
+EVENTS_PER_USER_DAY = 3.4  # measured on the generator's defaults
+CHUNK_EVENTS = 1_000_000  # generated (and held in memory) at most this many at a time
+DAYS_PER_CHUNK = 7
+TENANTS = 4
+
+DUCKDB_SQL = """
+CREATE TEMP TABLE kept AS
+SELECT * EXCLUDE (raw_value) FROM bronze
+QUALIFY row_number() OVER (PARTITION BY tenant_id, event_id ORDER BY ingested_at, topic, "partition", "offset") = 1;
+
+CREATE TEMP TABLE stitch AS
+SELECT tenant_id, anonymous_id, arg_min(user_id, occurred_at) AS stitched_user_id
+FROM kept WHERE event_type = 'signup' AND anonymous_id IS NOT NULL AND user_id IS NOT NULL
+GROUP BY ALL;
+
+CREATE TEMP TABLE ev AS
+SELECT k.*, coalesce(k.user_id, s.stitched_user_id, k.anonymous_id) AS who
+FROM kept k LEFT JOIN stitch s USING (tenant_id, anonymous_id);
+
+CREATE TEMP TABLE active AS
+SELECT DISTINCT tenant_id, who, event_date FROM ev WHERE event_type <> 'system_alert';
+
+CREATE TEMP TABLE dau AS
+WITH expanded AS (
+  SELECT tenant_id, who, k, event_date + k::INTEGER AS date
+  FROM active, range(0, 29) t(k)
+), per_user AS (
+  SELECT tenant_id, date, who, max(k = 0)::INT AS today, max(k < 7)::INT AS week, max(k < 28)::INT AS month,
+         max(k BETWEEN 1 AND 28)::INT AS seen_before
+  FROM expanded WHERE date BETWEEN $first AND $last GROUP BY ALL
+)
+SELECT tenant_id, date, sum(today) AS dau, sum(week) AS wau, sum(month) AS mau,
+       sum(today * (1 - seen_before)) AS new_users
+FROM per_user GROUP BY ALL HAVING sum(month) > 0;
+
+CREATE TEMP TABLE event_counts AS
+SELECT tenant_id, event_date AS date, event_type, count(*) AS events FROM ev GROUP BY ALL;
+
+CREATE TEMP TABLE revenue AS
+SELECT tenant_id, event_date AS date, json_extract_string(properties, '$.currency') AS currency, count(*) AS orders,
+       sum(CAST(json_extract(properties, '$.amount') AS DECIMAL(18, 2))) AS revenue
+FROM ev WHERE event_type = 'order_completed' GROUP BY ALL;
+
+CREATE TEMP TABLE sessions AS
+WITH ordered AS (
+  SELECT *, epoch_us(occurred_at) - lag(epoch_us(occurred_at)) OVER w AS gap FROM ev
+  WHERE event_type <> 'system_alert' WINDOW w AS (PARTITION BY tenant_id, who ORDER BY occurred_at, event_id)
+), blocks AS (
+  SELECT *, sum(CASE WHEN gap IS NULL OR gap > 1800000000 THEN 1 ELSE 0 END)
+              OVER (PARTITION BY tenant_id, who ORDER BY occurred_at, event_id) AS block FROM ordered
+), resolved AS (
+  SELECT *, coalesce(session_id,
+      last_value(session_id IGNORE NULLS) OVER (PARTITION BY tenant_id, who, block ORDER BY occurred_at, event_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+      first_value(session_id IGNORE NULLS) OVER (PARTITION BY tenant_id, who, block ORDER BY occurred_at, event_id
+                                                 ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING),
+      'ds:' || who || ':' || block) AS sid
+  FROM blocks
+), per_session AS (
+  SELECT tenant_id, sid, min(event_date) AS date, count(*) AS events,
+         (epoch_us(max(occurred_at)) - epoch_us(min(occurred_at))) / 1e6 AS duration
+  FROM resolved GROUP BY ALL
+)
+SELECT tenant_id, date, count(*) AS sessions, avg((events = 1)::DOUBLE) AS bounce_rate,
+       avg(duration) AS avg_duration_seconds, median(duration) AS median_duration_seconds
+FROM per_session GROUP BY ALL;
+"""
+
+
+def _spec(events: int, chunk: int) -> GeneratorSpec:
+    size = min(CHUNK_EVENTS, events - chunk * CHUNK_EVENTS)
+    users = max(1, round(size / (TENANTS * DAYS_PER_CHUNK * EVENTS_PER_USER_DAY)))
+    return GeneratorSpec(
+        seed=1000 + chunk,
+        tenants=TENANTS,
+        users_per_tenant=users,
+        days=DAYS_PER_CHUNK,
+        start_date=date(2026, 1, 5) + timedelta(days=DAYS_PER_CHUNK * chunk),
+    )
+
+
+def _write_bronze(settings, events: int) -> tuple[int, date, date]:
+    """Generate chunk by chunk into bronze (and the users file); returns rows written and the day range."""
+    rows_written, users = 0, []
+    chunks = -(-events // CHUNK_EVENTS)
+    for chunk in range(chunks):
+        spec = _spec(events, chunk)
+        messages, _ = generate(spec, settings.kafka.topic_for_event_type)
+        users.extend(sample_users(messages))
+        table = bronze_table(bronze_rows_from_generated(messages))
+        write_bronze(Lake(settings).bronze_events, table)
+        rows_written += table.num_rows
+    write_users_file(users, Path(settings.resolve_path(settings.silver.dimensions_dir)) / "users.csv")
+    first = _spec(events, 0).start_date
+    last = first + timedelta(days=DAYS_PER_CHUNK * chunks - 1)
+    return rows_written, first, last
+
+
+def _duckdb(settings, first: date, last: date) -> tuple[float, dict[str, dict]] | None:
+    try:
+        import duckdb
+    except ImportError:
+        return None
+    from deltalake import DeltaTable
+
+    started = time.monotonic()
+    connection = duckdb.connect()
+    connection.execute(f"SET threads TO {os.cpu_count() or 1}")
+    connection.register("bronze", DeltaTable(Lake(settings).bronze_events).to_pyarrow_dataset())
+    script = DUCKDB_SQL.replace("$first", f"DATE '{first}'").replace("$last", f"DATE '{last}'")
+    for statement in filter(str.strip, script.split(";")):
+        connection.execute(statement)
+    results = {
+        "dau": {(t, d): n for t, d, n in connection.execute("SELECT tenant_id, date, dau FROM dau").fetchall()},
+        "event_counts": {(t, d, e): n for t, d, e, n in connection.execute("SELECT * FROM event_counts").fetchall()},
+        "revenue": {(t, d, c): (n, r) for t, d, c, n, r in connection.execute("SELECT * FROM revenue").fetchall()},
+        "sessions": {
+            (t, d): n for t, d, n in connection.execute("SELECT tenant_id, date, sessions FROM sessions").fetchall()
+        },
+    }
+    return time.monotonic() - started, results
+
+
+def _gold_results(spark, settings) -> dict[str, dict]:
+    def rows(name: str) -> list:
+        return spark.read.format("lakehouse_delta").load(gold.table_path(settings, name)).collect()
+
+    return {
+        "dau": {(r.tenant_id, r.date): r.dau for r in rows("daily_active_users")},
+        "event_counts": {(r.tenant_id, r.date, r.event_type): r.events for r in rows("event_counts")},
+        "revenue": {(r.tenant_id, r.date, r.currency): (r.orders, Decimal(r.revenue)) for r in rows("revenue")},
+        "sessions": {(r.tenant_id, r.date): r.sessions for r in rows("sessions")},
+    }
+
+
+def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
+    root = workdir / f"lake-{events}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE")}
+    environ |= {
+        "LAKEHOUSE_PROFILE": "local",
+        "LAKEHOUSE__LAKE__ROOT": str(root / "lake"),
+        "LAKEHOUSE__SILVER__DIMENSIONS_DIR": str(root / "dims"),
+    }
+    settings = load_settings(environ=environ)
+    bronze_rows, first, last = _write_bronze(settings, events)
+
+    started = time.monotonic()
+    built = silver.build(spark, settings, first, last)
+    silver_s = time.monotonic() - started
+    started = time.monotonic()
+    gold.build(spark, settings, first, last, lookback=False)
+    gold_s = time.monotonic() - started
+    label = f"{events:,} generated events ({bronze_rows:,} bronze rows, {built.events:,} unique)"
+    rows = [
+        {"engine": "Spark local[*]: silver.build", "size": label, "seconds": round(silver_s, 1)},
+        {"engine": "Spark local[*]: gold.build (6 tables)", "size": label, "seconds": round(gold_s, 1)},
+        {"engine": "Spark local[*]: silver + gold", "size": label, "seconds": round(silver_s + gold_s, 1)},
+    ]
+    measured = _duckdb(settings, first, last)
+    if measured is None:
+        rows.append({"engine": "DuckDB: not installed", "size": label, "seconds": None})
+    else:
+        seconds, results = measured
+        expected = _gold_results(spark, settings)
+        same = all(results[name] == expected[name] for name in ("dau", "event_counts", "revenue"))
+        if not same:
+            raise AssertionError("DuckDB and gold disagree on DAU, event counts or revenue")
+        rows.append(
+            {
+                "engine": "DuckDB: dedup, stitch, DAU/WAU/MAU, counts, sessions, revenue",
+                "size": label,
+                "seconds": round(seconds, 1),
+            }
+        )
+    shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def run(sizes: tuple[int, ...] = (1_000_000,)) -> list[dict[str, Any]]:
+    """One row per engine and size: engine, size, seconds, machine."""
+    from pipelines.spark import build_spark
+
+    spark = build_spark(load_settings("local", environ={}), app_name="bench-silver-gold")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-silver-gold-") as workdir:
+        for events in sizes:
+            rows.extend(bench_size(spark, events, Path(workdir)))
+    for row in rows:
+        row["machine"] = machine()
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [f"Machine: {rows[0]['machine']}; wall clock, one run", "", "| engine | data | seconds |", "|---|---|---:|"]
+    lines += [f"| {r['engine']} | {r['size']} | {'-' if r['seconds'] is None else r['seconds']} |" for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000], help="sizes (default 1000000)")
+    print(markdown(run(tuple(parser.parse_args().events))))

@@ -1,0 +1,411 @@
+"""Dimension tables silver enriches events with: users and devices (small Delta tables in the silver layer).
+
+``silver.dim_users`` (partitioned by tenant_id): one row per known user, keyed by ``user_key`` (the same
+pseudonym silver uses, never the raw id). Two sources, merged per user:
+
+1. ``<silver.dimensions_dir>/users.csv`` - a CRM export of users who existed before the stream:
+   ``tenant_id,user_id,signup_date,plan,country``. The shipped file matches the users of the default
+   generated stream (``python -m pipelines dimensions sample-users`` rewrites it).
+2. ``signup`` events in bronze (every date): signup_date = UTC date of the signup, plan = its ``plan``
+   property, country = region of its ``context.locale`` (``en-US`` -> ``US``).
+
+A value from the file wins over one derived from events (the export is the curated, current state);
+``cohort_week`` is the Monday of the signup week. Rebuilt per tenant from its sources on every load, so a
+load is deterministic and idempotent.
+
+``silver.dim_devices``: one row per distinct user agent, parsed with ``ua-parser`` into device_class
+(desktop / mobile / tablet / bot / other), os_family and browser_family. Only agents not yet in the table
+are parsed (inside Spark, one cached parser per worker) and inserted with an insert-only MERGE.
+
+Both are written on the driver with delta-rs: they are small, and this keeps the connector's one commit
+per job for the big tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from pipelines.batch import read_table, sql_in, table_exists
+from pipelines.config import Settings
+from pipelines.lake import Lake
+from pipelines.pii import pseudonym
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from pipelines.generator import GeneratedMessage
+
+USERS_TABLE = "dim_users"
+DEVICES_TABLE = "dim_devices"
+USERS_FILE = "users.csv"
+USERS_FILE_COLUMNS = ("tenant_id", "user_id", "signup_date", "plan", "country")
+PLANS = ("free", "pro", "enterprise")
+
+USERS_SCHEMA = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("user_key", pa.string()),
+        ("signup_date", pa.date32()),
+        ("plan", pa.string()),
+        ("country", pa.string()),
+        ("cohort_week", pa.date32()),
+        ("source", pa.string()),  # file | signup_event | file+signup_event
+    ]
+)
+DEVICES_SCHEMA = pa.schema(
+    [
+        ("user_agent", pa.string()),
+        ("device_class", pa.string()),
+        ("os_family", pa.string()),
+        ("browser_family", pa.string()),
+    ]
+)
+_DESKTOP_OS = frozenset({"Windows", "Mac OS X", "Linux", "Ubuntu", "Fedora", "Chrome OS", "FreeBSD", "Debian"})
+
+
+class DimensionError(ValueError):
+    """A dimension source is invalid; the message names the file, line and column."""
+
+
+@dataclass(frozen=True)
+class Signup:
+    """The first signup of one anonymous visitor or user (raw ids: driver memory only, never written)."""
+
+    tenant_id: str
+    user_id: str
+    anonymous_id: str | None
+    occurred_at: datetime
+    plan: str | None
+    country: str | None
+
+
+@dataclass(frozen=True)
+class UsersLoad:
+    tenants: list[str]
+    rows: int
+    from_file: int
+    from_signups: int
+
+
+def users_path(settings: Settings) -> str:
+    return Lake(settings).table("silver", USERS_TABLE)
+
+
+def devices_path(settings: Settings) -> str:
+    return Lake(settings).table("silver", DEVICES_TABLE)
+
+
+def country_of(locale: str | None) -> str | None:
+    """Region subtag of a BCP 47 locale: ``en-US`` -> ``US``, ``de`` -> None."""
+    if not locale:
+        return None
+    parts = locale.replace("_", "-").split("-")
+    region = parts[1] if len(parts) > 1 else ""
+    return region.upper() if len(region) == 2 and region.isalpha() else None
+
+
+def cohort_week(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def read_users_file(path: Path) -> list[dict[str, Any]]:
+    """Rows of the CRM export, validated; a bad line stops the load with file, line and column."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != USERS_FILE_COLUMNS:
+            raise DimensionError(f"{path}: header must be {','.join(USERS_FILE_COLUMNS)}, got {reader.fieldnames}")
+        for line, record in enumerate(reader, start=2):
+
+            def bad(column: str, why: str, record: dict[str, str] = record, line: int = line) -> DimensionError:
+                return DimensionError(f"{path}:{line}: {column}={record.get(column)!r}: {why}")
+
+            if not record["tenant_id"] or not record["user_id"]:
+                raise bad("tenant_id" if not record["tenant_id"] else "user_id", "must not be empty")
+            try:
+                signup = date.fromisoformat(record["signup_date"]) if record["signup_date"] else None
+            except ValueError:
+                raise bad("signup_date", "expected YYYY-MM-DD") from None
+            if record["plan"] and record["plan"] not in PLANS:
+                raise bad("plan", f"expected one of {PLANS}")
+            country = record["country"] or None
+            if country is not None and not (len(country) == 2 and country.isalpha() and country.isupper()):
+                raise bad("country", "expected an ISO 3166 alpha-2 code such as US")
+            rows.append(
+                {
+                    "tenant_id": record["tenant_id"],
+                    "user_id": record["user_id"],
+                    "signup_date": signup,
+                    "plan": record["plan"] or None,
+                    "country": country,
+                }
+            )
+    return rows
+
+
+def first_signups(spark: SparkSession, settings: Settings, tenants: Sequence[str] | None) -> list[Signup]:
+    """Every tenant's first signup per anonymous visitor and per user, from bronze (all dates).
+
+    Bronze is partitioned by event_type, so this reads only the signup partitions. Duplicates resolve to
+    the first ingested copy like in silver; several signups of one anonymous id -> the earliest wins.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    condition = "event_type = 'signup'" + ("" if tenants is None else f" AND {sql_in('tenant_id', tenants)}")
+    signups = read_table(spark, settings, Lake(settings).bronze_events, condition)
+    copies = Window.partitionBy("tenant_id", "event_id").orderBy("ingested_at", "topic", "partition", "offset")
+    rows = (
+        signups.filter(F.col("user_id").isNotNull())
+        .withColumn("_copy", F.row_number().over(copies))
+        .filter("_copy = 1")
+        .select(
+            "tenant_id",
+            "user_id",
+            "anonymous_id",
+            "occurred_at",
+            "event_id",
+            F.get_json_object("properties", "$.plan").alias("plan"),
+            F.get_json_object("context", "$.locale").alias("locale"),
+        )
+        .orderBy("tenant_id", "occurred_at", "event_id")
+        .collect()
+    )
+    seen_users: set[tuple[str, str]] = set()
+    seen_anonymous: set[tuple[str, str]] = set()
+    result = []
+    for row in rows:
+        user, anonymous = (row.tenant_id, row.user_id), (row.tenant_id, row.anonymous_id)
+        first_for_anonymous = row.anonymous_id is not None and anonymous not in seen_anonymous
+        if user in seen_users and not first_for_anonymous:
+            continue
+        seen_users.add(user)
+        if row.anonymous_id is not None:
+            seen_anonymous.add(anonymous)
+        result.append(
+            Signup(
+                row.tenant_id,
+                row.user_id,
+                row.anonymous_id if first_for_anonymous else None,
+                row.occurred_at.astimezone(UTC),
+                row.plan,
+                country_of(row.locale),
+            )
+        )
+    return result
+
+
+def users_rows(key: bytes, file_rows: Iterable[dict[str, Any]], signups: Iterable[Signup]) -> list[dict[str, Any]]:
+    """Merge both sources per (tenant, user): file values win, signup events fill the gaps."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for signup in signups:
+        slot = (signup.tenant_id, signup.user_id)
+        if slot in merged:
+            continue  # signups arrive oldest first: the first one is the signup
+        merged[slot] = {
+            "signup_date": signup.occurred_at.date(),
+            "plan": signup.plan,
+            "country": signup.country,
+            "source": "signup_event",
+        }
+    for row in file_rows:
+        slot = (row["tenant_id"], row["user_id"])
+        derived = merged.get(slot, {})
+        merged[slot] = {
+            name: row[name] if row[name] is not None else derived.get(name)
+            for name in ("signup_date", "plan", "country")
+        } | {"source": "file+signup_event" if derived else "file"}
+    return [
+        {
+            "tenant_id": tenant,
+            "user_key": pseudonym(key, tenant, user),
+            **values,
+            "cohort_week": cohort_week(values["signup_date"]) if values["signup_date"] else None,
+        }
+        for (tenant, user), values in sorted(merged.items())
+    ]
+
+
+def load_users(
+    spark: SparkSession,
+    settings: Settings,
+    key: bytes,
+    tenants: Sequence[str] | None = None,
+    signups: list[Signup] | None = None,
+) -> UsersLoad:
+    """Rebuild ``silver.dim_users`` for ``tenants`` (None: every tenant) in one atomic commit."""
+    from deltalake import write_deltalake
+
+    file_rows = read_users_file(Path(settings.resolve_path(settings.silver.dimensions_dir)) / USERS_FILE)
+    if tenants is not None:
+        wanted = set(tenants)
+        file_rows = [row for row in file_rows if row["tenant_id"] in wanted]
+    if signups is None:
+        has_bronze = table_exists(settings, Lake(settings).bronze_events)
+        signups = first_signups(spark, settings, tenants) if has_bronze else []
+    rows = users_rows(key, file_rows, signups)
+    path = users_path(settings)
+    options = settings.lake_storage_options() or None
+    table = pa.Table.from_pylist(rows, schema=USERS_SCHEMA)
+    if tenants is None or not table_exists(settings, path):
+        write_deltalake(
+            path,
+            table,
+            mode="overwrite",
+            partition_by=["tenant_id"],
+            storage_options=options,
+            schema_mode="overwrite" if tenants is None else None,
+        )
+    else:
+        write_deltalake(
+            path,
+            table,
+            mode="overwrite",
+            predicate=sql_in("tenant_id", tenants),
+            partition_by=["tenant_id"],
+            storage_options=options,
+        )
+    loaded_tenants = sorted({row["tenant_id"] for row in rows} | set(tenants or ()))
+    return UsersLoad(
+        loaded_tenants,
+        len(rows),
+        sum(1 for r in rows if "file" in r["source"]),
+        sum(1 for r in rows if "signup_event" in r["source"]),
+    )
+
+
+def read_users(spark: SparkSession, settings: Settings, tenants: Sequence[str] | None) -> DataFrame:
+    return read_table(spark, settings, users_path(settings), None if tenants is None else sql_in("tenant_id", tenants))
+
+
+# --- devices ------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=50_000)
+def parse_user_agent(user_agent: str) -> tuple[str, str | None, str | None]:
+    """(device_class, os_family, browser_family) of one user agent string."""
+    import ua_parser
+
+    result = ua_parser.parse(user_agent)
+    os_family = result.os.family if result.os else None
+    browser = result.user_agent.family if result.user_agent else None
+    family = (result.device.family if result.device else None) or ""
+    brand = (result.device.brand if result.device else None) or ""
+    if family == "Spider":
+        device_class = "bot"
+    elif family == "iPad" or "tablet" in brand.lower() or "tablet" in family.lower() or "Kindle" in family:
+        device_class = "tablet"
+    elif os_family == "Android" and "Mobile" not in user_agent:
+        device_class = "tablet"  # Android's convention: phones send "Mobile", tablets do not
+    elif os_family in {"iOS", "Android"} or "Mobile" in user_agent:
+        device_class = "mobile"
+    elif os_family in _DESKTOP_OS:
+        device_class = "desktop"
+    else:
+        device_class = "other"
+    return device_class, os_family, browser
+
+
+def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body (executors): parse a column of distinct user agents, one cached parser per worker."""
+    for batch in batches:
+        agents = batch.column("user_agent").to_pylist()
+        parsed = [parse_user_agent(agent) for agent in agents]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(agents, pa.string()), *(pa.array([p[i] for p in parsed], pa.string()) for i in range(3))],
+            schema=DEVICES_SCHEMA,
+        )
+
+
+def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFrame) -> int:
+    """Parse the agents of ``user_agents`` (one string column) not yet in ``silver.dim_devices``; insert them."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from pipelines import tables
+
+    path = devices_path(settings)
+    options = settings.lake_storage_options() or None
+    candidates = user_agents.toDF("user_agent").where("user_agent IS NOT NULL").distinct()
+    if table_exists(settings, path):
+        known = read_table(spark, settings, path).select("user_agent")
+        candidates = candidates.join(known, "user_agent", "left_anti")
+    new = candidates.mapInArrow(_parse_batches, from_arrow_schema(DEVICES_SCHEMA)).collect()
+    if not new:
+        return 0
+    tables.create_table(path, DEVICES_SCHEMA, storage_options=options, description="user agent -> device")
+    source = pa.Table.from_pylist([row.asDict() for row in new], schema=DEVICES_SCHEMA)
+    tables.merge(path, source, "t.user_agent = s.user_agent", update=False, storage_options=options)
+    return len(new)
+
+
+def read_devices(spark: SparkSession, settings: Settings) -> DataFrame | None:
+    path = devices_path(settings)
+    if not table_exists(settings, path):
+        return None
+    return read_table(spark, settings, path).dropDuplicates(["user_agent"])
+
+
+# --- the shipped CRM sample -----------------------------------------------------------------------------
+
+
+def sample_users(messages: Iterable[GeneratedMessage]) -> list[dict[str, Any]]:
+    """A CRM export for a generated stream: users who were already signed in (no signup event in the stream).
+
+    Values are derived from a hash of the user id, so the file is deterministic: signup 1-720 days before the
+    user's first event, plan free/pro/enterprise ~ 80/15/5, country from the user's first locale.
+    """
+    first_seen: dict[tuple[str, str], tuple[str, str | None]] = {}
+    signed_up: set[tuple[str, str]] = set()
+    for message in messages:
+        if message.kind != "valid":
+            continue
+        event = json.loads(message.value)
+        if event["user_id"] is None or event["event_type"] == "system_alert":
+            continue
+        slot = (event["tenant_id"], event["user_id"])
+        if event["event_type"] == "signup":
+            signed_up.add(slot)
+        locale = (event.get("context") or {}).get("locale")
+        if slot not in first_seen or event["occurred_at"] < first_seen[slot][0]:
+            first_seen[slot] = (event["occurred_at"], locale)
+    rows = []
+    for (tenant, user), (occurred, locale) in sorted(first_seen.items()):
+        if (tenant, user) in signed_up:
+            continue
+        digest = int.from_bytes(hashlib.sha256(f"{tenant}:{user}".encode()).digest()[:8], "big")
+        first_day = date.fromisoformat(occurred[:10])
+        share = digest % 100
+        rows.append(
+            {
+                "tenant_id": tenant,
+                "user_id": user,
+                "signup_date": (first_day - timedelta(days=1 + digest % 720)).isoformat(),
+                "plan": "free" if share < 80 else "pro" if share < 95 else "enterprise",
+                "country": country_of(locale) or "",
+            }
+        )
+    return rows
+
+
+def write_users_file(rows: Iterable[dict[str, Any]], path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=USERS_FILE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count

@@ -1,0 +1,484 @@
+"""``silver build``: bronze.events -> silver.events, one atomic partition replacement per run.
+
+silver.events (partitioned by tenant_id, event_date) holds every event once, at the current schema
+version, pseudonymized, attributed to a stitched identity, sessionized and enriched. The rules:
+
+Dedup
+    By (tenant_id, event_id); the kept copy is the first ingested one (ingested_at, then Kafka topic,
+    partition, offset: a total order, so the choice is deterministic). Re-sends carry the same
+    occurred_at, hence the same event_date partition, so copies that arrived days apart meet in one read.
+
+Upcast (every older version to the latest registered one; ``source_version`` keeps the original)
+    page_view v1 -> v2: ``page_type`` derived from the URL path when absent (``/`` home, ``/c/...``
+    category, ``/p/...`` product, ``/cart`` cart, ``/checkout`` checkout, anything else other - the
+    tenants' URL convention, the same values v2 trackers send); ``scroll_depth`` stays absent (unknown).
+    order_completed v1 -> v2: ``discount_amount`` = 0.0 when absent (v1 had no discounts, and a v2 event
+    without it had none: ``amount`` is always what was charged, net of discount); ``payment_method``
+    stays absent (unknown). A v2 event missing an optional field gets the same default.
+
+Identity stitching
+    A signup event carries both ids. Every event of that anonymous_id - on every day, before and after the
+    signup - is attributed to that user_id; when one anonymous_id signed up more than once, the earliest
+    signup wins. Signups are read from all of bronze (their partitions are small), so a rebuild applies
+    every signup known at that time. Identity = user_id, else the stitched user_id, else the anonymous_id;
+    ``user_key`` is its keyed pseudonym (see pipelines.pii), ``is_identified`` says it is a user id.
+
+Sessionization (``silver.session_timeout_minutes``, default 30)
+    A user's events split into activity blocks wherever the gap to the previous event exceeds the timeout.
+    An event without session_id takes the session_id of the nearest earlier event with one in its block,
+    else of the nearest later one, else a derived id ``ds_<hash of tenant, user_key, first event of the
+    block>``; ``session_is_derived`` marks them. The day before each built day is read as context so
+    blocks crossing midnight resolve the same way whatever range is built. Machine events
+    (``system_alert``) belong to hosts, not people: no session.
+
+Enrichment
+    users dimension (pipelines.dimensions) on (tenant_id, user_key): user_signup_date, user_plan,
+    user_country, user_cohort_week; device dimension on the user agent: device_class (falls back to
+    ``context.device`` when there is no user agent, e.g. ``server``), os_family, browser_family. Unmatched
+    rows keep null enrichment and are counted in the run summary.
+
+Late data
+    A run for [D1, D2] also rebuilds every day in [D1 - gold.late_lookback_days, D1 - 1] that holds bronze
+    rows ingested at or after D1 00:00 UTC: late events that arrived during the run's window. Daily runs
+    therefore pick up every late arrival within the lookback. ``include_late=False`` (replay) rebuilds
+    exactly the range.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from pipelines.batch import (
+    BatchJobError,
+    days_between,
+    partition_predicate,
+    read_table,
+    replace_partitions,
+    table_exists,
+)
+from pipelines.config import Settings
+from pipelines.dimensions import first_signups, load_users, read_devices, read_users, refresh_devices
+from pipelines.lake import Lake
+from pipelines.pii import PiiRules, hmac_key, load_pii_rules, pseudonymize_column, truncate_ip_column
+from pipelines.schemas import SchemaRegistry
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
+
+EVENTS_TABLE = "events"
+PARTITIONS = ("tenant_id", "event_date")
+MACHINE_EVENT_TYPES = ("system_alert",)
+DERIVED_SESSION_PREFIX = "ds_"
+# Typed columns: column -> property. Values pass through the property's PII action; page_url loses its query.
+TYPED_PROPERTIES = {
+    "page_url": "url",
+    "page_type": "page_type",
+    "product_id": "product_id",
+    "category": "category",
+    "price": "price",
+    "order_id": "order_id",
+    "amount": "amount",
+    "discount_amount": "discount_amount",
+    "currency": "currency",
+    "quantity": "quantity",
+    "item_count": "item_count",
+    "plan": "plan",
+    "method": "method",
+    "payment_method": "payment_method",
+    "severity": "severity",
+    "component": "component",
+}
+COLUMNS = (
+    "event_id",
+    "event_type",
+    "version",
+    "source_version",
+    "occurred_at",
+    "event_date",
+    "tenant_id",
+    "user_key",
+    "is_identified",
+    "session_id",
+    "session_is_derived",
+    *TYPED_PROPERTIES,
+    "properties",
+    "device_class",
+    "os_family",
+    "browser_family",
+    "locale",
+    "ip_prefix",
+    "app_version",
+    "user_signup_date",
+    "user_plan",
+    "user_country",
+    "user_cohort_week",
+    "trace_id",
+    "ingested_at",
+    "bronze_topic",
+    "bronze_partition",
+    "bronze_offset",
+)
+_URL_PATH = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)?([^?#]*)"
+_QUERY_AND_FRAGMENT = r"[?#].*$"
+
+
+@dataclass
+class SilverResult:
+    """What a run did; printed by the CLI and returned to callers (Airflow tasks log it)."""
+
+    first: date
+    last: date
+    tenants: list[str] | None
+    days: list[date]
+    late_days: list[date]
+    bronze_rows: int = 0
+    events: int = 0
+    duplicates_dropped: int = 0
+    identified_events: int = 0
+    stitched_events: int = 0
+    derived_session_events: int = 0
+    unmatched_user_events: int = 0
+    unknown_device_events: int = 0
+    new_user_agents: int = 0
+    users_dimension_rows: int = 0
+    seconds: float = 0.0
+    metrics: dict[str, int] = field(default_factory=dict)
+
+
+def events_path(settings: Settings) -> str:
+    return Lake(settings).table("silver", EVENTS_TABLE)
+
+
+def property_struct(registry: SchemaRegistry) -> StructType:
+    """One struct with every property of every registered type and version (sorted), typed from the schemas.
+
+    ``from_json`` into it types the values; ``to_json`` of it writes back only the non-null ones.
+    """
+    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
+
+    json_types: dict[str, DataType] = {
+        "string": StringType(),
+        "number": DoubleType(),
+        "integer": LongType(),
+        "boolean": BooleanType(),
+    }
+    fields: dict[str, DataType] = {}
+    for event_type in registry.event_types:
+        for version in registry.versions(event_type):
+            for name, spec in registry.properties_schema(event_type, version).get("properties", {}).items():
+                declared = spec.get("type", "string")
+                kinds = [k for k in (declared if isinstance(declared, list) else [declared]) if k != "null"]
+                data_type = json_types.get(kinds[0], StringType()) if len(kinds) == 1 else StringType()
+                known = fields.get(name)
+                if known is None or known == data_type:
+                    fields[name] = data_type
+                elif {known.simpleString(), data_type.simpleString()} == {"bigint", "double"}:
+                    fields[name] = DoubleType()
+                else:
+                    raise BatchJobError(
+                        f"property {name!r} has type {known.simpleString()} in one schema and "
+                        f"{data_type.simpleString()} in {event_type} v{version}; silver needs one type per name"
+                    )
+    return StructType([StructField(name, fields[name]) for name in sorted(fields)])
+
+
+def late_days(spark: SparkSession, settings: Settings, first: date, tenants: Sequence[str] | None) -> list[date]:
+    """Days before ``first`` (within the lookback) holding bronze rows ingested at or after ``first``."""
+    lookback = settings.gold.late_lookback_days
+    if lookback == 0 or not table_exists(settings, Lake(settings).bronze_events):
+        return []
+    window = days_between(first - timedelta(days=lookback), first - timedelta(days=1))
+    condition = f"{partition_predicate(tenants, 'event_date', window)} AND ingested_at >= TIMESTAMP '{first}'"
+    rows = read_table(spark, settings, Lake(settings).bronze_events, condition).select("event_date").distinct()
+    return sorted(row.event_date for row in rows.collect())
+
+
+def _strip_query(column: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(column, _QUERY_AND_FRAGMENT, "")
+
+
+def _page_type_from_url(url: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    path = F.regexp_extract(url, _URL_PATH, 1)
+    return (
+        F.when(url.isNull(), F.lit(None))
+        .when(path.isin("", "/"), "home")
+        .when(path.startswith("/c/"), "category")
+        .when(path.startswith("/p/"), "product")
+        .when(path == "/cart", "cart")
+        .when(path == "/checkout", "checkout")
+        .otherwise("other")
+    )
+
+
+def _apply_action(action: str, value: Column, tenant: Column, key: bytes) -> Column:
+    """keep / strip_query / pseudonymize on one value ("drop" is handled by the caller: it removes the field)."""
+    if action == "strip_query":
+        return _strip_query(value)
+    if action == "pseudonymize":
+        return pseudonymize_column(key, tenant, value.cast("string"))
+    return value
+
+
+def transform(
+    bronze: DataFrame,
+    build_days: Sequence[date],
+    signups_map: DataFrame,
+    users: DataFrame,
+    devices: DataFrame | None,
+    key: bytes,
+    rules: PiiRules,
+    registry: SchemaRegistry,
+    session_timeout_minutes: int,
+) -> DataFrame:
+    """The silver rules as one DataFrame (see the module docstring); rows of ``build_days`` only.
+
+    ``bronze`` holds the build days and the day before each (sessionization context). Helper columns
+    ``_stitched``, ``_user_matched`` and ``_device_known`` are left for the caller's metrics.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    df = bronze.drop("raw_value").withColumn("_in_build", F.col("event_date").isin(list(build_days)))
+
+    copies = Window.partitionBy("tenant_id", "event_id").orderBy("ingested_at", "topic", "partition", "offset")
+    df = df.withColumn("_copy", F.row_number().over(copies)).filter("_copy = 1").drop("_copy")
+
+    df = df.join(F.broadcast(signups_map), ["tenant_id", "anonymous_id"], "left")
+    machine = F.col("event_type").isin(*MACHINE_EVENT_TYPES)
+    identity = F.coalesce("user_id", "stitched_user_id", "anonymous_id")
+    df = (
+        df.withColumn("user_key", pseudonymize_column(key, F.col("tenant_id"), identity))
+        .withColumn("is_identified", F.col("user_id").isNotNull() | F.col("stitched_user_id").isNotNull())
+        .withColumn("_stitched", F.col("user_id").isNull() & F.col("stitched_user_id").isNotNull())
+    )
+
+    # Sessionization: activity blocks per user, then the nearest given session id inside the block.
+    timeout_us = session_timeout_minutes * 60 * 1_000_000
+    by_user = Window.partitionBy("tenant_id", "user_key").orderBy("occurred_at", "event_id")
+    micros = F.unix_micros("occurred_at")
+    gap = micros - F.lag(micros).over(by_user)
+    df = df.withColumn("_new_block", (gap.isNull() | (gap > timeout_us)).cast("long"))
+    df = df.withColumn("_block", F.sum("_new_block").over(by_user.rowsBetween(Window.unboundedPreceding, 0)))
+    block = Window.partitionBy("tenant_id", "user_key", "_block").orderBy("occurred_at", "event_id")
+    earlier = F.last("session_id", ignorenulls=True).over(block.rowsBetween(Window.unboundedPreceding, 0))
+    later = F.first("session_id", ignorenulls=True).over(block.rowsBetween(0, Window.unboundedFollowing))
+    block_start = F.first("event_id").over(block.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
+    derived = F.concat(
+        F.lit(DERIVED_SESSION_PREFIX),
+        F.substring(F.sha2(F.concat_ws(":", "tenant_id", "user_key", block_start), 256), 1, 32),
+    )
+    df = df.withColumn(
+        "_session",
+        F.when(machine, F.lit(None).cast("string")).otherwise(F.coalesce("session_id", earlier, later, derived)),
+    ).withColumn("session_is_derived", ~machine & F.col("session_id").isNull())
+
+    df = df.filter("_in_build")
+
+    # Upcast and typed properties.
+    props = F.from_json("properties", property_struct(registry))
+    is_page_view = F.col("event_type") == "page_view"
+    is_order = F.col("event_type") == "order_completed"
+    props = props.withField(
+        "page_type",
+        F.when(is_page_view, F.coalesce(props["page_type"], _page_type_from_url(props["url"]))).otherwise(
+            props["page_type"]
+        ),
+    ).withField(
+        "discount_amount",
+        F.when(is_order, F.coalesce(props["discount_amount"], F.lit(0.0))).otherwise(props["discount_amount"]),
+    )
+    df = df.withColumn("_props", props)
+    p = F.col("_props")
+    tenant = F.col("tenant_id")
+    property_types = {f.name: f.dataType for f in property_struct(registry).fields}
+    typed = {}
+    for column, name in TYPED_PROPERTIES.items():
+        action = rules.properties.get(name, "keep")
+        value = p[name]
+        if action == "drop":
+            typed[column] = F.lit(None).cast(property_types[name])
+        else:
+            typed[column] = _apply_action(action, value, tenant, key)
+    typed["page_url"] = _strip_query(typed["page_url"])
+    cleaned = p
+    for name in rules.property_fields("drop"):
+        if name in property_types:
+            cleaned = cleaned.dropFields(name)
+    for name in rules.property_fields("strip_query") + rules.property_fields("pseudonymize"):
+        if name in property_types:
+            cleaned = cleaned.withField(name, _apply_action(rules.properties[name], cleaned[name], tenant, key))
+
+    latest = F.create_map(
+        *[item for t in registry.event_types for item in (F.lit(t), F.lit(registry.latest_version(t)))]
+    )
+    ctx = F.from_json(
+        "context", "device string, os string, locale string, ip string, user_agent string, app_version string"
+    )
+    df = df.withColumn("_ctx", ctx).withColumn("_user_agent", F.col("_ctx.user_agent"))
+    if devices is not None:
+        device_columns = devices.select(
+            F.col("user_agent").alias("_user_agent"),
+            "device_class",
+            "os_family",
+            "browser_family",
+            F.lit(True).alias("_device_known"),
+        )
+        df = df.join(F.broadcast(device_columns), "_user_agent", "left")
+    else:
+        df = (
+            df.withColumn("device_class", F.lit(None).cast("string"))
+            .withColumn("os_family", F.lit(None).cast("string"))
+            .withColumn("browser_family", F.lit(None).cast("string"))
+            .withColumn("_device_known", F.lit(None).cast("boolean"))
+        )
+    context_device = F.col("_ctx.device") if rules.keeps_context("device") else F.lit(None).cast("string")
+    ip_prefix = (
+        truncate_ip_column(rules, F.col("_ctx.ip"))
+        if rules.context.get("ip") == "truncate_ip"
+        else F.lit(None).cast("string")
+    )
+
+    user_columns = users.select(
+        "tenant_id",
+        "user_key",
+        F.col("signup_date").alias("user_signup_date"),
+        F.col("plan").alias("user_plan"),
+        F.col("country").alias("user_country"),
+        F.col("cohort_week").alias("user_cohort_week"),
+        F.lit(True).alias("_user_matched"),
+    )
+    df = df.join(user_columns, ["tenant_id", "user_key"], "left")
+
+    def kept(name: str) -> Column:
+        return F.col(f"_ctx.{name}") if rules.keeps_context(name) else F.lit(None).cast("string")
+
+    return df.select(
+        "event_id",
+        "event_type",
+        F.coalesce(F.element_at(latest, F.col("event_type")), F.col("version")).cast("int").alias("version"),
+        F.col("version").cast("int").alias("source_version"),
+        "occurred_at",
+        "event_date",
+        "tenant_id",
+        "user_key",
+        "is_identified",
+        F.col("_session").alias("session_id"),
+        "session_is_derived",
+        *[value.alias(column) for column, value in typed.items()],
+        F.to_json(cleaned).alias("properties"),
+        F.coalesce("device_class", context_device).alias("device_class"),
+        "os_family",
+        "browser_family",
+        kept("locale").alias("locale"),
+        ip_prefix.alias("ip_prefix"),
+        kept("app_version").alias("app_version"),
+        "user_signup_date",
+        "user_plan",
+        "user_country",
+        "user_cohort_week",
+        "trace_id",
+        "ingested_at",
+        F.col("topic").alias("bronze_topic"),
+        F.col("partition").alias("bronze_partition"),
+        F.col("offset").alias("bronze_offset"),
+        "_stitched",
+        "_user_matched",
+        "_device_known",
+    )
+
+
+def build(
+    spark: SparkSession,
+    settings: Settings,
+    first: date,
+    last: date,
+    tenants: Sequence[str] | None = None,
+    *,
+    include_late: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> SilverResult:
+    """Rebuild silver.events for [first, last] (+ late days) and ``tenants`` (None: all) in one commit."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    say = progress or (lambda _message: None)
+    started = time.monotonic()
+    key = hmac_key(settings)  # first: outside the local profile a missing key stops the run before any work
+    rules = load_pii_rules(settings.resolve_path(settings.silver.pii_rules))
+    registry = SchemaRegistry.load(settings.schemas_dir)
+    lake = Lake(settings)
+    if not table_exists(settings, lake.bronze_events):
+        raise BatchJobError(f"no bronze table at {lake.bronze_events}; run bronze ingestion first")
+    tenant_list = sorted(set(tenants)) if tenants else None
+    days = days_between(first, last)
+    late = late_days(spark, settings, first, tenant_list) if include_late else []
+    build_days = sorted(set(days) | set(late))
+    result = SilverResult(first, last, tenant_list, build_days, late)
+    if late:
+        say(f"late events found: also rebuilding {', '.join(map(str, late))}")
+
+    say("dimensions: users (file + signup events), identity map")
+    signups = first_signups(spark, settings, tenant_list)
+    result.users_dimension_rows = load_users(spark, settings, key, tenant_list, signups).rows
+    signups_map = spark.createDataFrame(
+        [(s.tenant_id, s.anonymous_id, s.user_id) for s in signups if s.anonymous_id is not None],
+        "tenant_id string, anonymous_id string, stitched_user_id string",
+    )
+    context_days = sorted(set(build_days) | {day - timedelta(days=1) for day in build_days})
+    bronze_filter = partition_predicate(tenant_list, "event_date", context_days)
+
+    say("dimensions: devices (new user agents)")
+    agents = read_table(spark, settings, lake.bronze_events, partition_predicate(tenant_list, "event_date", build_days))
+    result.new_user_agents = refresh_devices(
+        spark, settings, agents.select(F.get_json_object("context", "$.user_agent"))
+    )
+
+    say(f"silver.events: {len(build_days)} day(s) from bronze")
+    bronze = read_table(spark, settings, lake.bronze_events, bronze_filter)
+    observed_input = Observation("silver_input")
+    bronze = bronze.observe(
+        observed_input, F.sum(F.col("event_date").isin(build_days).cast("long")).alias("bronze_rows")
+    )
+    events = transform(
+        bronze,
+        build_days,
+        signups_map,
+        read_users(spark, settings, tenant_list),
+        read_devices(spark, settings),
+        key,
+        rules,
+        registry,
+        settings.silver.session_timeout_minutes,
+    )
+    observed_output = Observation("silver_output")
+    events = events.observe(
+        observed_output,
+        F.count(F.lit(1)).alias("events"),
+        F.sum(F.col("is_identified").cast("long")).alias("identified_events"),
+        F.sum(F.col("_stitched").cast("long")).alias("stitched_events"),
+        F.sum((F.col("session_is_derived") & F.col("session_id").isNotNull()).cast("long")).alias(
+            "derived_session_events"
+        ),
+        F.sum((F.col("is_identified") & F.col("_user_matched").isNull()).cast("long")).alias("unmatched_user_events"),
+        F.sum(F.col("device_class").isNull().cast("long")).alias("unknown_device_events"),
+    ).drop("_stitched", "_user_matched", "_device_known")
+    predicate = partition_predicate(tenant_list, "event_date", build_days)
+    replace_partitions(events, settings, events_path(settings), predicate, PARTITIONS, f"silver build {first}..{last}")
+
+    metrics = {**observed_input.get, **observed_output.get}
+    result.metrics = {name: int(value or 0) for name, value in metrics.items()}
+    for name, value in result.metrics.items():
+        setattr(result, name, value)
+    result.duplicates_dropped = result.bronze_rows - result.events
+    result.seconds = round(time.monotonic() - started, 2)
+    say(f"silver.events: {result.events} events written ({result.duplicates_dropped} duplicates dropped)")
+    return result

@@ -1,0 +1,98 @@
+"""Bronze rows straight from events, without Kafka: fixtures for the batch layers' tests and benchmarks.
+
+The streaming bronze job is the real producer of ``bronze.events``; silver and gold only depend on the
+table contract (:data:`pipelines.lake.BRONZE_EVENTS_SCHEMA`), so their tests write that contract directly
+with delta-rs on the driver. Values follow bronze's rules: ``properties``/``context`` are compact JSON with
+sorted keys, ``event_date`` is the UTC date of ``occurred_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.generator import GeneratedMessage
+from pipelines.lake import BRONZE_EVENTS_PARTITIONS, BRONZE_EVENTS_SCHEMA
+
+
+def _timestamp(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _json(value: Mapping[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def bronze_row(
+    event: Mapping[str, Any],
+    ingested_at: str | datetime,
+    topic: str = "events",
+    partition: int = 0,
+    offset: int = 0,
+    raw_value: bytes | None = None,
+) -> dict[str, Any]:
+    """One bronze.events row for an event envelope (dict as on the wire) delivered at ``ingested_at``."""
+    occurred = _timestamp(event["occurred_at"])
+    ingested = _timestamp(ingested_at)
+    return {
+        "event_id": event["event_id"],
+        "event_type": event["event_type"],
+        "version": event["version"],
+        "occurred_at": occurred,
+        "tenant_id": event["tenant_id"],
+        "user_id": event.get("user_id"),
+        "anonymous_id": event.get("anonymous_id"),
+        "session_id": event.get("session_id"),
+        "properties": _json(event.get("properties") or {}),
+        "context": _json(event.get("context")),
+        "trace_id": event.get("trace_id"),
+        "raw_value": raw_value if raw_value is not None else json.dumps(dict(event), sort_keys=True).encode(),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "kafka_timestamp": ingested,
+        "ingested_at": ingested,
+        "event_date": occurred.date(),
+    }
+
+
+def bronze_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=BRONZE_EVENTS_SCHEMA)
+
+
+def bronze_rows_from_generated(messages: Iterable[GeneratedMessage], partitions: int = 4) -> list[dict[str, Any]]:
+    """What bronze would hold for a generated stream: every valid and duplicate message, none of the malformed.
+
+    Kafka coordinates: partition from the key's CRC32 (stable), offsets counted per topic and partition in
+    publish order; ingested one second after publishing.
+    """
+    offsets: dict[tuple[str, int], int] = {}
+    rows = []
+    for message in messages:
+        if message.kind == "malformed":
+            continue
+        partition = zlib.crc32(message.key or b"") % partitions
+        offset = offsets.get((message.topic, partition), 0)
+        offsets[(message.topic, partition)] = offset + 1
+        ingested = datetime.fromtimestamp(message.publish_time_ms / 1000, UTC) + timedelta(seconds=1)
+        event = json.loads(message.value)
+        headers = dict(message.headers)
+        event["trace_id"] = headers.get("trace_id", b"").decode() or None
+        rows.append(bronze_row(event, ingested, message.topic, partition, offset, message.value))
+    return rows
+
+
+def write_bronze(
+    path: str, table: pa.Table, mode: str = "append", storage_options: dict[str, str] | None = None
+) -> None:
+    """Write (append) rows to bronze.events with its partitioning, from the driver (delta-rs)."""
+    from deltalake import write_deltalake
+
+    write_deltalake(path, table, mode=mode, partition_by=BRONZE_EVENTS_PARTITIONS, storage_options=storage_options)

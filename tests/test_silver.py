@@ -1,0 +1,376 @@
+"""silver.events from a hand-written bronze fixture: dedup, upcast, PII, stitching, sessions, enrichment, late data.
+
+Bronze is written directly with delta-rs (pipelines.synthetic_bronze); expected values are spelled out by
+hand or computed here with plain Python (hmac, ipaddress), never with the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines import silver
+from pipelines.config import Settings, load_settings
+from pipelines.dimensions import parse_user_agent
+from pipelines.generator import _USER_AGENTS
+from pipelines.lake import Lake
+from pipelines.pii import PiiConfigError, hmac_key, load_pii_rules, truncate_ip
+from pipelines.synthetic_bronze import bronze_row, bronze_table, write_bronze
+
+pytestmark = pytest.mark.integration
+
+D1, D2, D3, D5 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 5)
+DESKTOP_UA = _USER_AGENTS[0][2]  # Windows, Chrome
+IPHONE_UA = _USER_AGENTS[6][2]
+WEB = {
+    "device": "desktop",
+    "os": "Windows 10",
+    "locale": "en-US",
+    "ip": "203.0.113.77",
+    "user_agent": DESKTOP_UA,
+    "app_version": "web-1",
+}
+PHONE = {
+    "device": "mobile",
+    "os": "iOS 18.1",
+    "locale": "en-GB",
+    "ip": "2a02:1:2:3::7",
+    "user_agent": IPHONE_UA,
+    "app_version": "web-1",
+}
+SERVER = {"device": "server", "os": "linux", "app_version": "orders-svc 3.14.2"}
+USERS_CSV = "tenant_id,user_id,signup_date,plan,country\nt1,u1,2025-01-15,pro,US\nt2,u9,2024-05-01,free,DE\n"
+
+
+def at(day: date, hhmmss: str) -> str:
+    return f"{day.isoformat()}T{hhmmss}.000Z"
+
+
+def event(
+    event_id: str,
+    event_type: str,
+    when: str,
+    *,
+    tenant: str = "t1",
+    user: str | None = None,
+    anon: str | None = None,
+    session: str | None = None,
+    version: int = 1,
+    props: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "version": version,
+        "occurred_at": when,
+        "tenant_id": tenant,
+        "user_id": user,
+        "anonymous_id": anon,
+        "session_id": session,
+        "properties": props or {},
+        "context": context if context is not None else WEB,
+    }
+
+
+def page(url: str, page_type: str | None = None) -> dict[str, Any]:
+    props: dict[str, Any] = {"url": url, "title": "A page title", "referrer": "https://www.google.com/search?q=me"}
+    if page_type:
+        props["page_type"] = page_type
+    return props
+
+
+SHOP = "https://shop.t1.example"
+EVENTS = [
+    event("e01", "page_view", at(D1, "10:00:00"), user="u1", session="s1", props=page(f"{SHOP}/p/sku-1?utm=mail#top")),
+    event(
+        "e02",
+        "product_view",
+        at(D1, "10:01:00"),
+        user="u1",
+        session="s1",
+        props={"product_id": "sku-1", "category": "shoes", "price": 80.0, "currency": "USD"},
+    ),
+    event(
+        "e03",
+        "add_to_cart",
+        at(D1, "10:02:00"),
+        user="u1",
+        session="s1",
+        props={"product_id": "sku-1", "quantity": 2, "price": 80.0, "currency": "USD"},
+    ),
+    event(
+        "e04",
+        "checkout_started",
+        at(D1, "10:05:00"),
+        user="u1",
+        session="s1",
+        props={"cart_id": "c1", "item_count": 2, "cart_value": 160.0, "currency": "USD"},
+    ),
+    event(
+        "e05",
+        "order_completed",
+        at(D1, "10:06:00"),
+        user="u1",
+        context=SERVER,
+        props={"order_id": "o1", "amount": 160.0, "currency": "USD", "item_count": 2},
+    ),
+    event(
+        "e06",
+        "page_view",
+        at(D1, "12:00:00"),
+        anon="a1",
+        session="s2",
+        version=2,
+        context=PHONE,
+        props=page(f"{SHOP}/", "home"),
+    ),
+    event(
+        "e07",
+        "signup",
+        at(D2, "09:00:00"),
+        user="u2",
+        anon="a1",
+        session="s3",
+        context=PHONE,
+        props={"method": "email", "plan": "pro"},
+    ),
+    event("e08", "login", at(D2, "09:10:00"), user="u2", session="s3", context=PHONE, props={"method": "password"}),
+    event("e09", "page_view", at(D1, "20:00:00"), user="u3", props=page(f"{SHOP}/c/shoes")),
+    event(
+        "e10", "page_view", at(D1, "20:10:00"), user="u3", session="s4", version=2, props=page(f"{SHOP}/cart", "cart")
+    ),
+    event("e11", "page_view", at(D1, "21:30:00"), user="u3", props=page(f"{SHOP}/help?x=1")),
+    event(
+        "e12",
+        "order_completed",
+        at(D2, "11:00:00"),
+        user="u3",
+        session="s5",
+        version=2,
+        props={"order_id": "o2", "amount": 45.0, "discount_amount": 5.0, "currency": "EUR", "payment_method": "card"},
+    ),
+    event(
+        "e13",
+        "system_alert",
+        at(D1, "03:00:00"),
+        anon="host-1",
+        context={"device": "server", "ip": "10.0.3.4"},
+        props={"component": "cdn", "severity": "error", "message": "origin 5xx from 10.0.0.1"},
+    ),
+    event(
+        "e14",
+        "page_view",
+        at(D1, "10:00:00"),
+        tenant="t2",
+        user="u1",
+        session="s9",
+        version=2,
+        props=page("https://shop.t2.example/", "home"),
+    ),
+    event("e15", "login", at(D3, "08:00:00"), user="u1", session="s7", props={"method": "sso"}),
+    event("e16", "page_view", at(D5, "18:00:00"), user="u4", session="s8", props=page(f"{SHOP}/p/sku-2")),
+    event(
+        "e17",
+        "product_view",
+        at(D5, "18:00:30"),
+        user="u4",
+        session="s8",
+        props={"product_id": "sku-2", "category": "toys", "price": 9.99, "currency": "USD"},
+    ),
+]
+BY_ID = {e["event_id"]: e for e in EVENTS}
+
+
+def ingest(when: str, seconds: int = 1) -> datetime:
+    return datetime.fromisoformat(when.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+
+
+def fixture_rows() -> list[dict[str, Any]]:
+    """Every event once (ingested a second after it occurred), plus two duplicates:
+
+    e01 re-sent the next day (kept copy: the first, offset 0) and e12 re-delivered with the SAME ingested_at
+    on another partition (tie broken by topic, partition, offset: partition 0 wins).
+    """
+    rows = [bronze_row(e, ingest(e["occurred_at"]), "events", 0, n) for n, e in enumerate(EVENTS)]
+    rows.append(bronze_row(BY_ID["e01"], ingest(at(D2, "08:00:00")), "events", 1, 500))
+    rows.append(bronze_row(BY_ID["e12"], ingest(BY_ID["e12"]["occurred_at"]), "events", 3, 7))
+    return rows
+
+
+def lake_settings(root: Path, users_csv: str = USERS_CSV, **overrides: Any) -> Settings:
+    """The local profile on its own lake under ``root``; overrides like ``gold__anomaly_window_days=4``."""
+    dims = root / "dims"
+    dims.mkdir(parents=True, exist_ok=True)
+    (dims / "users.csv").write_text(users_csv)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE")}
+    environ |= {
+        "LAKEHOUSE_PROFILE": "local",
+        "LAKEHOUSE__LAKE__ROOT": str(root / "lake"),
+        "LAKEHOUSE__SILVER__DIMENSIONS_DIR": str(dims),
+        "LAKEHOUSE__SPARK__MASTER": "local[2]",
+    }
+    environ |= {f"LAKEHOUSE__{name.upper()}": str(value) for name, value in overrides.items()}
+    return load_settings(environ=environ)
+
+
+def read_rows(spark, path: str) -> list[dict[str, Any]]:
+    return [row.asDict() for row in spark.read.format("lakehouse_delta").load(path).collect()]
+
+
+def key_of(settings: Settings, tenant: str, identity: str) -> str:
+    return hmac.new(hmac_key(settings), f"{tenant}:{identity}".encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory) -> tuple[Settings, silver.SilverResult, dict[str, dict[str, Any]]]:
+    settings = lake_settings(tmp_path_factory.mktemp("silver"))
+    write_bronze(Lake(settings).bronze_events, bronze_table(fixture_rows()))
+    result = silver.build(spark, settings, D1, D5)
+    rows = read_rows(spark, silver.events_path(settings))
+    by_id = {row["event_id"]: row for row in rows}
+    assert len(by_id) == len(rows), "an event appears twice in silver"
+    return settings, result, by_id
+
+
+def test_dedup_keeps_first_ingested_copy(built) -> None:
+    _, result, rows = built
+    assert sorted(rows) == sorted(BY_ID)
+    assert (result.bronze_rows, result.events, result.duplicates_dropped) == (len(EVENTS) + 2, len(EVENTS), 2)
+    assert (rows["e01"]["bronze_partition"], rows["e01"]["bronze_offset"]) == (0, 0)  # not the next day's copy
+    assert (rows["e12"]["bronze_partition"], rows["e12"]["bronze_offset"]) == (0, 11)  # tie on ingested_at
+    assert rows["e01"]["ingested_at"].astimezone(UTC) == datetime(2026, 11, 1, 10, 0, 1, tzinfo=UTC)
+
+
+def test_upcast_to_current_versions(built) -> None:
+    _, _, rows = built
+    assert (rows["e01"]["version"], rows["e01"]["source_version"], rows["e01"]["page_type"]) == (2, 1, "product")
+    assert [rows[e]["page_type"] for e in ("e09", "e10", "e11", "e06")] == ["category", "cart", "other", "home"]
+    assert (rows["e05"]["version"], rows["e05"]["source_version"], rows["e05"]["discount_amount"]) == (2, 1, 0.0)
+    assert (rows["e12"]["amount"], rows["e12"]["discount_amount"], rows["e12"]["payment_method"]) == (45.0, 5.0, "card")
+    assert json.loads(rows["e05"]["properties"]) == {
+        "amount": 160.0,
+        "currency": "USD",
+        "discount_amount": 0.0,
+        "item_count": 2,
+        "order_id": "o1",
+    }
+    assert (rows["e03"]["quantity"], rows["e03"]["price"], rows["e04"]["item_count"]) == (2, 80.0, 2)
+
+
+def test_pii_never_reaches_silver(built) -> None:
+    settings, _, rows = built
+    e01 = rows["e01"]
+    assert e01["page_url"] == f"{SHOP}/p/sku-1"
+    assert json.loads(e01["properties"]) == {
+        "page_type": "product",
+        "referrer": "https://www.google.com/search",
+        "url": f"{SHOP}/p/sku-1",
+    }
+    assert "message" not in json.loads(rows["e13"]["properties"])
+    assert (e01["ip_prefix"], rows["e06"]["ip_prefix"]) == ("203.0.113.0/24", "2a02:1:2::/48")
+    raw = {"u1", "u2", "u3", "u4", "a1", "host-1", "203.0.113.77", DESKTOP_UA, "A page title"}
+    for row in rows.values():
+        for name, value in row.items():
+            assert not (isinstance(value, str) and any(r == value or f'"{r}"' in value for r in raw)), (name, value)
+    assert e01["user_key"] == key_of(settings, "t1", "u1")
+    assert rows["e14"]["user_key"] == key_of(settings, "t2", "u1") != e01["user_key"]  # same raw id, other tenant
+
+
+def test_anonymous_visitor_is_stitched_to_the_user_on_every_day(built) -> None:
+    settings, result, rows = built
+    u2 = key_of(settings, "t1", "u2")
+    assert [rows[e]["user_key"] for e in ("e06", "e07", "e08")] == [u2, u2, u2]  # D1 (before signup), D2
+    assert rows["e06"]["is_identified"] is True
+    assert rows["e13"]["is_identified"] is False
+    assert result.stitched_events == 1
+
+
+def test_sessions_given_inherited_or_derived(built) -> None:
+    settings, result, rows = built
+    assert rows["e05"]["session_id"] == "s1" and rows["e05"]["session_is_derived"]  # server order inside s1
+    assert rows["e09"]["session_id"] == "s4" and rows["e09"]["session_is_derived"]  # 10 min before s4's event
+    block_start = "e11"  # 80 minutes after e10: a new activity block with no session id at all
+    expected = "ds_" + hashlib.sha256(f"t1:{key_of(settings, 't1', 'u3')}:{block_start}".encode()).hexdigest()[:32]
+    assert rows["e11"]["session_id"] == expected and rows["e11"]["session_is_derived"]
+    assert rows["e10"]["session_id"] == "s4" and not rows["e10"]["session_is_derived"]
+    assert rows["e13"]["session_id"] is None  # machine events have no session
+    assert result.derived_session_events == 3
+
+
+def test_users_and_device_enrichment(built) -> None:
+    _, result, rows = built
+    e01 = rows["e01"]
+    assert (e01["user_signup_date"], e01["user_plan"], e01["user_country"], e01["user_cohort_week"]) == (
+        date(2025, 1, 15),
+        "pro",
+        "US",
+        date(2025, 1, 13),
+    )
+    e06 = rows["e06"]  # from the signup event: date, plan property, locale region
+    assert (e06["user_signup_date"], e06["user_plan"], e06["user_country"], e06["user_cohort_week"]) == (
+        D2,
+        "pro",
+        "GB",
+        date(2026, 11, 2),
+    )
+    assert rows["e09"]["user_plan"] is None  # u3 is in no source: kept, null, counted
+    unmatched = [e for e, r in rows.items() if r["is_identified"] and r["user_plan"] is None]
+    assert result.unmatched_user_events == len(unmatched) == 7  # u3 x4, t2's u1, u4 x2
+    assert (e01["device_class"], e01["os_family"], e01["browser_family"]) == ("desktop", "Windows", "Chrome")
+    assert (e06["device_class"], e06["os_family"]) == ("mobile", "iOS")
+    assert (rows["e05"]["device_class"], rows["e05"]["os_family"]) == ("server", None)  # no user agent
+
+
+def test_generator_user_agents_parse_to_its_device_labels() -> None:
+    for device, _, user_agent, _ in _USER_AGENTS:
+        assert parse_user_agent(user_agent)[0] == device, user_agent
+
+
+def test_ip_truncation() -> None:
+    assert truncate_ip("198.51.100.200") == "198.51.100.0/24"
+    assert truncate_ip("2a02:ab:cd:ef::1") == "2a02:ab:cd::/48"
+    assert truncate_ip("not an ip") is None
+    assert truncate_ip("10.1.2.3", 16, 48) == "10.1.0.0/16"
+
+
+def test_hmac_key_is_required_outside_the_local_profile(spark, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAKEHOUSE_PII_HMAC_KEY", raising=False)
+    prod = load_settings("prod", environ={})
+    with pytest.raises(PiiConfigError, match=r"LAKEHOUSE_PII_HMAC_KEY .* is not set"):
+        silver.build(spark, prod, D1, D1)
+    assert hmac_key(prod, {"LAKEHOUSE_PII_HMAC_KEY": "s3cret"}) == b"s3cret"
+
+
+def test_pii_rules_are_validated(tmp_path: Path) -> None:
+    rules = tmp_path / "pii.yaml"
+    rules.write_text("fields:\n  user_id: keep\n  anonymous_id: pseudonymize\n")
+    with pytest.raises(PiiConfigError, match=r"fields.user_id: action 'keep' not allowed"):
+        load_pii_rules(rules)
+    rules.write_text("fields:\n  user_id: pseudonymize\n  anonymous_id: pseudonymize\n  properties.title: erase\n")
+    with pytest.raises(PiiConfigError, match=r"fields\.properties\.title: unknown action 'erase'"):
+        load_pii_rules(rules)
+
+
+def test_late_event_rebuilds_its_day(spark, tmp_path: Path) -> None:
+    settings = lake_settings(tmp_path)
+    bronze = Lake(settings).bronze_events
+    on_time = [BY_ID["e01"], BY_ID["e07"]]
+    write_bronze(
+        bronze, bronze_table(bronze_row(e, ingest(e["occurred_at"]), "events", 0, n) for n, e in enumerate(on_time))
+    )
+    first = silver.build(spark, settings, D1, D2)
+    assert first.late_days == []
+    late = event("l01", "page_view", at(D1, "15:00:00"), user="u1", session="s6", props=page(f"{SHOP}/"))
+    write_bronze(bronze, bronze_table([bronze_row(late, ingest(at(D3, "08:00:00")), "events", 0, 9)]))
+    second = silver.build(spark, settings, D3, D3)
+    assert second.late_days == [D1] and second.days == [D1, D3]
+    rows = read_rows(spark, silver.events_path(settings))
+    assert sorted((r["event_date"], r["event_id"]) for r in rows) == [(D1, "e01"), (D1, "l01"), (D2, "e07")]
