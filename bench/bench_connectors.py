@@ -9,7 +9,7 @@ One run, one topic, the same messages for every row (the synthetic generator's r
 4. hand-written loop: confluent-kafka consumer -> pyarrow table per 100k messages -> ``write_deltalake``.
 
 Rows 2-4 write the same columns (key, value, topic, partition, offset, timestamp). Spark rows exclude
-session start-up but include query planning. The ratio column compares with row 4.
+session start-up and a warm-up query but include query planning and start/stop. The ratio column compares with row 4.
 
 Run: ``.venv/bin/python -m bench.bench_connectors [--messages N]``; rewrites its BENCHMARKS.md section.
 """
@@ -161,6 +161,10 @@ def run(messages: int = 300_000) -> list[dict[str, Any]]:
             produced = produce(bootstrap, topic, messages)
             settings = load_settings("local", environ={"LAKEHOUSE__SPARK__MASTER": "local[2]"})
             spark = build_spark(settings, app_name="bench-connectors")
+            # warm-up (JVM JIT, Python worker start): not part of any measured row
+            spark.read.format("lakehouse_kafka").option("kafka.bootstrap.servers", bootstrap).option(
+                "subscribe", topic
+            ).load().count()
             timings = {
                 "raw confluent-kafka consume": raw_consume(bootstrap, topic, produced),
                 "lakehouse_kafka -> noop sink (Spark)": spark_stream(
