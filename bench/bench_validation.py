@@ -129,4 +129,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 if __name__ == "__main__":
-    print(markdown(run()))
+    from bench.common import write_section
+
+    body = "## Event validation (issue 2)\n\n" + markdown(run())
+    write_section("validation", body)
+    print(body)
