@@ -14,13 +14,12 @@ Run: ``.venv/bin/python -m bench.bench_validation``. Prints a markdown table; ``
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import machine
 from pipelines.config import load_settings
 from pipelines.generator import GeneratorSpec, generate
 from pipelines.schemas import SchemaRegistry, _reject_constant
@@ -28,18 +27,6 @@ from pipelines.schemas import SchemaRegistry, _reject_constant
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "conf" / "schemas"
 SPEC = GeneratorSpec(seed=2026, tenants=4, users_per_tenant=600, days=2, malformed_rate=0.01)
 FAST_REPEATS = 5
-
-
-def machine() -> str:
-    """``platform.processor()`` is empty on most Linux systems; /proc/cpuinfo names the CPU there."""
-    name = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{name or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
 def reference_validate_json(registry: SchemaRegistry, raw: bytes) -> tuple[bool, bool]:
