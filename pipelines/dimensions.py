@@ -165,7 +165,9 @@ def first_signups(spark: SparkSession, settings: Settings, tenants: Sequence[str
     from pyspark.sql import functions as F
 
     condition = "event_type = 'signup'" + ("" if tenants is None else f" AND {sql_in('tenant_id', tenants)}")
-    signups = read_table(spark, settings, Lake(settings).bronze_events, condition)
+    columns = ["tenant_id", "event_id", "user_id", "anonymous_id", "occurred_at", "properties", "context"]
+    columns += ["ingested_at", "topic", "partition", "offset"]
+    signups = read_table(spark, settings, Lake(settings).bronze_events, condition, columns=columns)
     copies = Window.partitionBy("tenant_id", "event_id").orderBy("ingested_at", "topic", "partition", "offset")
     rows = (
         signups.filter(F.col("user_id").isNotNull())

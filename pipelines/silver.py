@@ -63,7 +63,7 @@ from pipelines.batch import (
 from pipelines.config import Settings
 from pipelines.dimensions import first_signups, load_users, read_devices, read_users, refresh_devices
 from pipelines.lake import Lake
-from pipelines.pii import PiiRules, hmac_key, load_pii_rules, pseudonymize_column, truncate_ip_column
+from pipelines.pii import PiiRules, SparkPseudonymizer, hmac_key, load_pii_rules, truncate_ip_column
 from pipelines.schemas import SchemaRegistry
 
 if TYPE_CHECKING:
@@ -122,6 +122,25 @@ COLUMNS = (
     "bronze_topic",
     "bronze_partition",
     "bronze_offset",
+)
+# The bronze columns transform() reads (raw_value, the largest, is never needed: the connector skips it).
+BRONZE_INPUT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "version",
+    "occurred_at",
+    "tenant_id",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "properties",
+    "context",
+    "trace_id",
+    "topic",
+    "partition",
+    "offset",
+    "ingested_at",
+    "event_date",
 )
 _URL_PATH = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)?([^?#]*)"
 _QUERY_AND_FRAGMENT = r"[?#].*$"
@@ -194,7 +213,8 @@ def late_days(spark: SparkSession, settings: Settings, first: date, tenants: Seq
         return []
     window = days_between(first - timedelta(days=lookback), first - timedelta(days=1))
     condition = f"{partition_predicate(tenants, 'event_date', window)} AND ingested_at >= TIMESTAMP '{first}'"
-    rows = read_table(spark, settings, Lake(settings).bronze_events, condition).select("event_date").distinct()
+    bronze = read_table(spark, settings, Lake(settings).bronze_events, condition, columns=["event_date", "ingested_at"])
+    rows = bronze.select("event_date").distinct()
     return sorted(row.event_date for row in rows.collect())
 
 
@@ -204,12 +224,12 @@ def _strip_query(column: Column) -> Column:
     return F.regexp_replace(column, _QUERY_AND_FRAGMENT, "")
 
 
-def _page_type_from_url(url: Column) -> Column:
+def _page_type_from_path(path: Column) -> Column:
+    """v1 page_type from a URL path (null path: no URL)."""
     from pyspark.sql import functions as F
 
-    path = F.regexp_extract(url, _URL_PATH, 1)
     return (
-        F.when(url.isNull(), F.lit(None))
+        F.when(path.isNull(), F.lit(None))
         .when(path.isin("", "/"), "home")
         .when(path.startswith("/c/"), "category")
         .when(path.startswith("/p/"), "product")
@@ -219,12 +239,15 @@ def _page_type_from_url(url: Column) -> Column:
     )
 
 
-def _apply_action(action: str, value: Column, tenant: Column, key: bytes) -> Column:
-    """keep / strip_query / pseudonymize on one value ("drop" is handled by the caller: it removes the field)."""
+def _apply_action(action: str, value: Column, tenant: Column) -> Column:
+    """keep / strip_query / pseudonymize on one value ("drop" is handled by the caller: it removes the field).
+
+    Pseudonyms need the HMAC pads on the frame (``SparkPseudonymizer.attach``).
+    """
     if action == "strip_query":
         return _strip_query(value)
     if action == "pseudonymize":
-        return pseudonymize_column(key, tenant, value.cast("string"))
+        return SparkPseudonymizer.column(tenant, value.cast("string"))
     return value
 
 
@@ -234,7 +257,7 @@ def transform(
     signups_map: DataFrame,
     users: DataFrame,
     devices: DataFrame | None,
-    key: bytes,
+    pseudonymizer: SparkPseudonymizer,
     rules: PiiRules,
     registry: SchemaRegistry,
     session_timeout_minutes: int,
@@ -243,109 +266,85 @@ def transform(
 
     ``bronze`` holds the build days and the day before each (sessionization context). Helper columns
     ``_stitched``, ``_user_matched`` and ``_device_known`` are left for the caller's metrics.
+
+    Shaped for speed, same result: built-in expressions only (no Python UDF); per-row work on ``context``
+    (device, IP, pseudonym) happens before the two shuffles, so the 240-byte context document never travels,
+    and context-day rows travel without their documents; every JSON document is parsed once; sessionization
+    needs two window passes over one window order, which the users join reuses without another shuffle.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    df = bronze.drop("raw_value").withColumn("_in_build", F.col("event_date").isin(list(build_days)))
+    in_build = F.col("event_date").isin(list(build_days))
+    df = bronze.drop("raw_value").withColumns(
+        {
+            "_in_build": in_build,
+            "properties": F.when(in_build, F.col("properties")),  # context-day rows only feed sessionization
+            "_ctx": F.when(
+                in_build,
+                F.from_json(
+                    "context",
+                    "device string, os string, locale string, ip string, user_agent string, app_version string",
+                ),
+            ),
+        }
+    )
+    df = _with_context_columns(df, devices, rules)
+
+    df = df.join(F.broadcast(signups_map), ["tenant_id", "anonymous_id"], "left")
+    identity = F.coalesce("user_id", "stitched_user_id", "anonymous_id")
+    df = pseudonymizer.attach(df).withColumn("user_key", pseudonymizer.column(F.col("tenant_id"), identity))
+    df = (
+        pseudonymizer.detach(df)
+        .withColumn("is_identified", F.col("user_id").isNotNull() | F.col("stitched_user_id").isNotNull())
+        .withColumn("_stitched", F.col("user_id").isNull() & F.col("stitched_user_id").isNotNull())
+        .drop("user_id", "anonymous_id", "stitched_user_id")
+    )
 
     copies = Window.partitionBy("tenant_id", "event_id").orderBy("ingested_at", "topic", "partition", "offset")
     df = df.withColumn("_copy", F.row_number().over(copies)).filter("_copy = 1").drop("_copy")
 
-    df = df.join(F.broadcast(signups_map), ["tenant_id", "anonymous_id"], "left")
-    machine = F.col("event_type").isin(*MACHINE_EVENT_TYPES)
-    identity = F.coalesce("user_id", "stitched_user_id", "anonymous_id")
-    df = (
-        df.withColumn("user_key", pseudonymize_column(key, F.col("tenant_id"), identity))
-        .withColumn("is_identified", F.col("user_id").isNotNull() | F.col("stitched_user_id").isNotNull())
-        .withColumn("_stitched", F.col("user_id").isNull() & F.col("stitched_user_id").isNotNull())
-    )
+    df = _sessionize(df, session_timeout_minutes).filter("_in_build")
 
-    # Sessionization: activity blocks per user, then the nearest given session id inside the block.
-    timeout_us = session_timeout_minutes * 60 * 1_000_000
-    by_user = Window.partitionBy("tenant_id", "user_key").orderBy("occurred_at", "event_id")
-    micros = F.unix_micros("occurred_at")
-    gap = micros - F.lag(micros).over(by_user)
-    df = df.withColumn("_new_block", (gap.isNull() | (gap > timeout_us)).cast("long"))
-    df = df.withColumn("_block", F.sum("_new_block").over(by_user.rowsBetween(Window.unboundedPreceding, 0)))
-    block = Window.partitionBy("tenant_id", "user_key", "_block").orderBy("occurred_at", "event_id")
-    earlier = F.last("session_id", ignorenulls=True).over(block.rowsBetween(Window.unboundedPreceding, 0))
-    later = F.first("session_id", ignorenulls=True).over(block.rowsBetween(0, Window.unboundedFollowing))
-    block_start = F.first("event_id").over(block.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
-    derived = F.concat(
-        F.lit(DERIVED_SESSION_PREFIX),
-        F.substring(F.sha2(F.concat_ws(":", "tenant_id", "user_key", block_start), 256), 1, 32),
-    )
-    df = df.withColumn(
-        "_session",
-        F.when(machine, F.lit(None).cast("string")).otherwise(F.coalesce("session_id", earlier, later, derived)),
-    ).withColumn("session_is_derived", ~machine & F.col("session_id").isNull())
-
-    df = df.filter("_in_build")
-
-    # Upcast and typed properties.
-    props = F.from_json("properties", property_struct(registry))
+    # Upcast and typed properties. The document is parsed once into a column of its own: an expression that
+    # repeated from_json (every props[...] below) would parse it again for every reference.
+    property_types = {f.name: f.dataType for f in property_struct(registry).fields}
+    df = df.withColumn("_parsed", F.from_json("properties", property_struct(registry)))
+    parsed = F.col("_parsed")
     is_page_view = F.col("event_type") == "page_view"
     is_order = F.col("event_type") == "order_completed"
-    props = props.withField(
+    df = df.withColumn(
+        "_url_path",
+        F.when(is_page_view & parsed["page_type"].isNull(), F.regexp_extract(parsed["url"], _URL_PATH, 1)),
+    )
+    props = parsed.withField(
         "page_type",
-        F.when(is_page_view, F.coalesce(props["page_type"], _page_type_from_url(props["url"]))).otherwise(
-            props["page_type"]
+        F.when(is_page_view, F.coalesce(parsed["page_type"], _page_type_from_path(F.col("_url_path")))).otherwise(
+            parsed["page_type"]
         ),
     ).withField(
         "discount_amount",
-        F.when(is_order, F.coalesce(props["discount_amount"], F.lit(0.0))).otherwise(props["discount_amount"]),
+        F.when(is_order, F.coalesce(parsed["discount_amount"], F.lit(0.0))).otherwise(parsed["discount_amount"]),
     )
     df = df.withColumn("_props", props)
     p = F.col("_props")
     tenant = F.col("tenant_id")
-    property_types = {f.name: f.dataType for f in property_struct(registry).fields}
     typed = {}
     for column, name in TYPED_PROPERTIES.items():
         action = rules.properties.get(name, "keep")
-        value = p[name]
         if action == "drop":
             typed[column] = F.lit(None).cast(property_types[name])
         else:
-            typed[column] = _apply_action(action, value, tenant, key)
-    typed["page_url"] = _strip_query(typed["page_url"])
+            typed[column] = _apply_action(action, p[name], tenant)
+    if rules.properties.get(TYPED_PROPERTIES["page_url"], "keep") != "strip_query":
+        typed["page_url"] = _strip_query(typed["page_url"])  # page_url never carries a query, whatever the rule
     cleaned = p
     for name in rules.property_fields("drop"):
         if name in property_types:
             cleaned = cleaned.dropFields(name)
     for name in rules.property_fields("strip_query") + rules.property_fields("pseudonymize"):
         if name in property_types:
-            cleaned = cleaned.withField(name, _apply_action(rules.properties[name], cleaned[name], tenant, key))
-
-    latest = F.create_map(
-        *[item for t in registry.event_types for item in (F.lit(t), F.lit(registry.latest_version(t)))]
-    )
-    ctx = F.from_json(
-        "context", "device string, os string, locale string, ip string, user_agent string, app_version string"
-    )
-    df = df.withColumn("_ctx", ctx).withColumn("_user_agent", F.col("_ctx.user_agent"))
-    if devices is not None:
-        device_columns = devices.select(
-            F.col("user_agent").alias("_user_agent"),
-            "device_class",
-            "os_family",
-            "browser_family",
-            F.lit(True).alias("_device_known"),
-        )
-        df = df.join(F.broadcast(device_columns), "_user_agent", "left")
-    else:
-        df = (
-            df.withColumn("device_class", F.lit(None).cast("string"))
-            .withColumn("os_family", F.lit(None).cast("string"))
-            .withColumn("browser_family", F.lit(None).cast("string"))
-            .withColumn("_device_known", F.lit(None).cast("boolean"))
-        )
-    context_device = F.col("_ctx.device") if rules.keeps_context("device") else F.lit(None).cast("string")
-    ip_prefix = (
-        truncate_ip_column(rules, F.col("_ctx.ip"))
-        if rules.context.get("ip") == "truncate_ip"
-        else F.lit(None).cast("string")
-    )
+            cleaned = cleaned.withField(name, _apply_action(rules.properties[name], cleaned[name], tenant))
 
     user_columns = users.select(
         "tenant_id",
@@ -357,10 +356,12 @@ def transform(
         F.lit(True).alias("_user_matched"),
     )
     df = df.join(user_columns, ["tenant_id", "user_key"], "left")
+    if rules.property_fields("pseudonymize"):
+        df = pseudonymizer.attach(df)
 
-    def kept(name: str) -> Column:
-        return F.col(f"_ctx.{name}") if rules.keeps_context(name) else F.lit(None).cast("string")
-
+    latest = F.create_map(
+        *[item for t in registry.event_types for item in (F.lit(t), F.lit(registry.latest_version(t)))]
+    )
     return df.select(
         "event_id",
         "event_type",
@@ -375,12 +376,12 @@ def transform(
         "session_is_derived",
         *[value.alias(column) for column, value in typed.items()],
         F.to_json(cleaned).alias("properties"),
-        F.coalesce("device_class", context_device).alias("device_class"),
+        "device_class",
         "os_family",
         "browser_family",
-        kept("locale").alias("locale"),
-        ip_prefix.alias("ip_prefix"),
-        kept("app_version").alias("app_version"),
+        "locale",
+        "ip_prefix",
+        "app_version",
         "user_signup_date",
         "user_plan",
         "user_country",
@@ -394,6 +395,100 @@ def transform(
         "_user_matched",
         "_device_known",
     )
+
+
+def _with_context_columns(df: DataFrame, devices: DataFrame | None, rules: PiiRules) -> DataFrame:
+    """Parsed ``_ctx`` -> the silver context columns (device dimension, IP prefix, kept fields); drops both."""
+    from pyspark.sql import functions as F
+
+    df = df.withColumn("_user_agent", F.col("_ctx.user_agent"))
+    if devices is not None:
+        device_columns = devices.select(
+            F.col("user_agent").alias("_user_agent"),
+            F.col("device_class").alias("_device_class"),
+            "os_family",
+            "browser_family",
+            F.lit(True).alias("_device_known"),
+        )
+        df = df.join(F.broadcast(device_columns), "_user_agent", "left")
+    else:
+        df = df.withColumns(
+            {
+                "_device_class": F.lit(None).cast("string"),
+                "os_family": F.lit(None).cast("string"),
+                "browser_family": F.lit(None).cast("string"),
+                "_device_known": F.lit(None).cast("boolean"),
+            }
+        )
+    ip_prefix = (
+        truncate_ip_column(rules, F.col("_ctx.ip"))
+        if rules.context.get("ip") == "truncate_ip"
+        else F.lit(None).cast("string")
+    )
+    df = df.withColumn("ip_prefix", ip_prefix)
+
+    def kept(name: str) -> Column:
+        return F.col(f"_ctx.{name}") if rules.keeps_context(name) else F.lit(None).cast("string")
+
+    return df.withColumns(
+        {
+            "device_class": F.coalesce("_device_class", kept("device")),
+            "locale": kept("locale"),
+            "app_version": kept("app_version"),
+        }
+    ).drop("_ctx", "context", "_user_agent", "_device_class")
+
+
+def _sessionize(df: DataFrame, session_timeout_minutes: int) -> DataFrame:
+    """``_session`` and ``session_is_derived`` (module docstring) from two passes over one window order.
+
+    Pass 1 numbers each user's events and finds block starts (gap > timeout); pass 2 takes, per event, the
+    last block start and last given session id up to it, the first given session id from it on and the next
+    block start after it. A given id is "in my block" when its position lies between the block boundaries.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    timeout_us = session_timeout_minutes * 60 * 1_000_000
+    by_user = Window.partitionBy("tenant_id", "user_key").orderBy("occurred_at", "event_id")
+    micros = F.unix_micros("occurred_at")
+    gap = micros - F.lag(micros).over(by_user)
+    df = df.withColumns({"_new_block": gap.isNull() | (gap > timeout_us), "_pos": F.row_number().over(by_user)})
+    given = F.when(F.col("session_id").isNotNull(), F.struct(F.col("_pos").alias("pos"), F.col("session_id")))
+    block_start = F.when(F.col("_new_block"), F.struct(F.col("_pos").alias("pos"), F.col("event_id")))
+    df = df.withColumns(
+        {
+            "_block_start": F.last(block_start, ignorenulls=True).over(
+                by_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+            ),
+            "_earlier": F.last(given, ignorenulls=True).over(
+                by_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+            ),
+            "_later": F.first(given, ignorenulls=True).over(
+                by_user.rowsBetween(Window.currentRow, Window.unboundedFollowing)
+            ),
+            "_next_block": F.first(F.when(F.col("_new_block"), F.col("_pos")), ignorenulls=True).over(
+                by_user.rowsBetween(1, Window.unboundedFollowing)
+            ),
+        }
+    )
+    earlier = F.when(F.col("_earlier.pos") >= F.col("_block_start.pos"), F.col("_earlier.session_id"))
+    later = F.when(
+        F.col("_next_block").isNull() | (F.col("_later.pos") < F.col("_next_block")), F.col("_later.session_id")
+    )
+    derived = F.concat(
+        F.lit(DERIVED_SESSION_PREFIX),
+        F.substring(F.sha2(F.concat_ws(":", "tenant_id", "user_key", "_block_start.event_id"), 256), 1, 32),
+    )
+    machine = F.col("event_type").isin(*MACHINE_EVENT_TYPES)
+    return df.withColumns(
+        {
+            "_session": F.when(machine, F.lit(None).cast("string")).otherwise(
+                F.coalesce("session_id", earlier, later, derived)
+            ),
+            "session_is_derived": ~machine & F.col("session_id").isNull(),
+        }
+    ).drop("_new_block", "_pos", "_block_start", "_earlier", "_later", "_next_block")
 
 
 def build(
@@ -437,13 +532,19 @@ def build(
     bronze_filter = partition_predicate(tenant_list, "event_date", context_days)
 
     say("dimensions: devices (new user agents)")
-    agents = read_table(spark, settings, lake.bronze_events, partition_predicate(tenant_list, "event_date", build_days))
+    agents = read_table(
+        spark,
+        settings,
+        lake.bronze_events,
+        partition_predicate(tenant_list, "event_date", build_days),
+        columns=["context"],
+    )
     result.new_user_agents = refresh_devices(
         spark, settings, agents.select(F.get_json_object("context", "$.user_agent"))
     )
 
     say(f"silver.events: {len(build_days)} day(s) from bronze")
-    bronze = read_table(spark, settings, lake.bronze_events, bronze_filter)
+    bronze = read_table(spark, settings, lake.bronze_events, bronze_filter, columns=BRONZE_INPUT_COLUMNS)
     observed_input = Observation("silver_input")
     bronze = bronze.observe(
         observed_input, F.sum(F.col("event_date").isin(build_days).cast("long")).alias("bronze_rows")
@@ -454,7 +555,7 @@ def build(
         signups_map,
         read_users(spark, settings, tenant_list),
         read_devices(spark, settings),
-        key,
+        SparkPseudonymizer(spark, key),
         rules,
         registry,
         settings.silver.session_timeout_minutes,
