@@ -10,11 +10,11 @@ events included) is written to a bronze Delta table once; then
   DuckDB's delta extension cannot be downloaded here). No HMAC, no user-agent parsing, no funnels or
   anomalies: DuckDB does strictly less work. Its DAU, event counts and revenue must equal gold's.
 
-Wall-clock seconds; the machine may be shared. Needs ``duckdb`` (not in requirements yet); without it
-only the Spark rows are produced.
+Wall-clock seconds, one run per size; bronze generation is not timed. The ratio column is Spark's time over
+DuckDB's for the same size (above 1: DuckDB is faster).
 
-Run: ``.venv/bin/python -m bench.bench_silver_gold [--events 1000000 10000000]``. Prints a markdown table;
-``run()`` returns its rows.
+Run: ``.venv/bin/python -m bench.bench_silver_gold [--events 1000000 10000000]``; rewrites its BENCHMARKS.md
+section.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.bench_validation import machine
+from bench.common import machine, markdown_table, write_section
 from pipelines import gold, silver
 from pipelines.config import load_settings
 from pipelines.dimensions import sample_users, write_users_file
@@ -135,11 +135,8 @@ def _write_bronze(settings, events: int) -> tuple[int, date, date]:
     return rows_written, first, last
 
 
-def _duckdb(settings, first: date, last: date) -> tuple[float, dict[str, dict]] | None:
-    try:
-        import duckdb
-    except ImportError:
-        return None
+def _duckdb(settings, first: date, last: date) -> tuple[float, dict[str, dict]]:
+    import duckdb
     from deltalake import DeltaTable
 
     started = time.monotonic()
@@ -195,28 +192,27 @@ def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
         {"engine": "Spark local[*]: gold.build (6 tables)", "size": label, "seconds": round(gold_s, 1)},
         {"engine": "Spark local[*]: silver + gold", "size": label, "seconds": round(silver_s + gold_s, 1)},
     ]
-    measured = _duckdb(settings, first, last)
-    if measured is None:
-        rows.append({"engine": "DuckDB: not installed", "size": label, "seconds": None})
-    else:
-        seconds, results = measured
-        expected = _gold_results(spark, settings)
-        same = all(results[name] == expected[name] for name in ("dau", "event_counts", "revenue"))
-        if not same:
-            raise AssertionError("DuckDB and gold disagree on DAU, event counts or revenue")
-        rows.append(
-            {
-                "engine": "DuckDB: dedup, stitch, DAU/WAU/MAU, counts, sessions, revenue",
-                "size": label,
-                "seconds": round(seconds, 1),
-            }
-        )
+    seconds, results = _duckdb(settings, first, last)
+    expected = _gold_results(spark, settings)
+    disagree = [name for name in ("dau", "event_counts", "revenue") if results[name] != expected[name]]
+    if disagree:
+        raise AssertionError(f"DuckDB and gold disagree on {disagree}")
+    rows.append(
+        {
+            "engine": "DuckDB: dedup, stitch, DAU/WAU/MAU, counts, sessions, revenue",
+            "size": label,
+            "seconds": round(seconds, 1),
+        }
+    )
+    for row in rows:
+        row["Spark / DuckDB"] = f"{row['seconds'] / seconds:.1f}x"
     shutil.rmtree(root, ignore_errors=True)
+    print(markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]), flush=True)
     return rows
 
 
 def run(sizes: tuple[int, ...] = (1_000_000,)) -> list[dict[str, Any]]:
-    """One row per engine and size: engine, size, seconds, machine."""
+    """One row per engine and size: engine, size, seconds, Spark / DuckDB."""
     from pipelines.spark import build_spark
 
     spark = build_spark(load_settings("local", environ={}), app_name="bench-silver-gold")
@@ -224,18 +220,30 @@ def run(sizes: tuple[int, ...] = (1_000_000,)) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-silver-gold-") as workdir:
         for events in sizes:
             rows.extend(bench_size(spark, events, Path(workdir)))
-    for row in rows:
-        row["machine"] = machine()
+    spark.stop()
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = [f"Machine: {rows[0]['machine']}; wall clock, one run", "", "| engine | data | seconds |", "|---|---|---:|"]
-    lines += [f"| {r['engine']} | {r['size']} | {'-' if r['seconds'] is None else r['seconds']} |" for r in rows]
-    return "\n".join(lines)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000], help="sizes (default 1000000)")
+    rows = run(tuple(parser.parse_args().events))
+    body = "\n".join(
+        [
+            "## Silver + gold batch build vs DuckDB (issue 5)",
+            "",
+            f"Machine: {machine()}. Data: generated events over {TENANTS} tenants written straight to bronze "
+            "(duplicates and late events included), 7 days per million events. Spark `local[*]` through the "
+            "project's Delta connector; DuckDB over the same bronze parquet files (pyarrow dataset), doing less "
+            "work (no HMAC, no user-agent parsing, no funnels or anomalies). Wall clock, one run; DuckDB's DAU, "
+            "event counts and revenue are checked equal to gold's.",
+            "",
+            markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]),
+        ]
+    )
+    write_section("silver_gold", body)
+    print(body)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000], help="sizes (default 1000000)")
-    print(markdown(run(tuple(parser.parse_args().events))))
+    main()

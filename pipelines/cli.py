@@ -349,6 +349,7 @@ def _print_silver(result) -> None:
         ("tenants", ", ".join(result.tenants) if result.tenants else "all"),
         ("days rewritten", ", ".join(str(d) for d in result.days)),
         ("late days added", ", ".join(str(d) for d in result.late_days) or "none"),
+        ("days re-stitched (new signups)", ", ".join(str(d) for d in result.restitched_days) or "none"),
         ("bronze rows read", result.bronze_rows),
         ("events written", result.events),
         ("duplicates dropped", result.duplicates_dropped),

@@ -20,7 +20,10 @@ Identity stitching
     A signup event carries both ids. Every event of that anonymous_id - on every day, before and after the
     signup - is attributed to that user_id; when one anonymous_id signed up more than once, the earliest
     signup wins. Signups are read from all of bronze (their partitions are small), so a rebuild applies
-    every signup known at that time. Identity = user_id, else the stitched user_id, else the anonymous_id;
+    every signup known at that time. A daily run for [D1, D2] also rebuilds the days in the late-data
+    lookback (below) holding anonymous events of visitors who signed up in [D1, D2], so yesterday's
+    browsing moves to the new user on the day of the signup; older anonymous history follows on the next
+    replay of its days. Identity = user_id, else the stitched user_id, else the anonymous_id;
     ``user_key`` is its keyed pseudonym (see pipelines.pii), ``is_identified`` says it is a user id.
 
 Sessionization (``silver.session_timeout_minutes``, default 30)
@@ -40,8 +43,8 @@ Enrichment
 Late data
     A run for [D1, D2] also rebuilds every day in [D1 - gold.late_lookback_days, D1 - 1] that holds bronze
     rows ingested at or after D1 00:00 UTC: late events that arrived during the run's window. Daily runs
-    therefore pick up every late arrival within the lookback. ``include_late=False`` (replay) rebuilds
-    exactly the range.
+    therefore pick up every late arrival within the lookback (and the stitching refresh above).
+    ``include_late=False`` (replay) rebuilds exactly the range.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from pipelines.batch import (
     table_exists,
 )
 from pipelines.config import Settings
-from pipelines.dimensions import first_signups, load_users, read_devices, read_users, refresh_devices
+from pipelines.dimensions import Signup, first_signups, load_users, read_devices, read_users, refresh_devices
 from pipelines.lake import Lake
 from pipelines.pii import PiiRules, SparkPseudonymizer, hmac_key, load_pii_rules, truncate_ip_column
 from pipelines.schemas import SchemaRegistry
@@ -155,6 +158,7 @@ class SilverResult:
     tenants: list[str] | None
     days: list[date]
     late_days: list[date]
+    restitched_days: list[date] = field(default_factory=list)
     bronze_rows: int = 0
     events: int = 0
     duplicates_dropped: int = 0
@@ -215,6 +219,38 @@ def late_days(spark: SparkSession, settings: Settings, first: date, tenants: Seq
     condition = f"{partition_predicate(tenants, 'event_date', window)} AND ingested_at >= TIMESTAMP '{first}'"
     bronze = read_table(spark, settings, Lake(settings).bronze_events, condition, columns=["event_date", "ingested_at"])
     rows = bronze.select("event_date").distinct()
+    return sorted(row.event_date for row in rows.collect())
+
+
+def restitch_days(
+    spark: SparkSession,
+    settings: Settings,
+    first: date,
+    last: date,
+    signups: Sequence[Signup],
+    tenants: Sequence[str] | None,
+) -> list[date]:
+    """Days before ``first`` (within the lookback) with anonymous events of visitors who signed up in [first, last]."""
+    from pyspark.sql import functions as F
+
+    lookback = settings.gold.late_lookback_days
+    visitors = sorted(
+        {(s.tenant_id, s.anonymous_id) for s in signups if s.anonymous_id and first <= s.occurred_at.date() <= last}
+    )
+    if lookback == 0 or not visitors:
+        return []
+    window = days_between(first - timedelta(days=lookback), first - timedelta(days=1))
+    columns = ["tenant_id", "anonymous_id", "user_id", "event_date"]
+    bronze = read_table(
+        spark, settings, Lake(settings).bronze_events, partition_predicate(tenants, "event_date", window), columns
+    )
+    visitor_frame = spark.createDataFrame(visitors, "tenant_id string, anonymous_id string")
+    rows = (
+        bronze.filter(F.col("user_id").isNull())
+        .join(F.broadcast(visitor_frame), ["tenant_id", "anonymous_id"], "left_semi")
+        .select("event_date")
+        .distinct()
+    )
     return sorted(row.event_date for row in rows.collect())
 
 
@@ -515,14 +551,16 @@ def build(
         raise BatchJobError(f"no bronze table at {lake.bronze_events}; run bronze ingestion first")
     tenant_list = sorted(set(tenants)) if tenants else None
     days = days_between(first, last)
-    late = late_days(spark, settings, first, tenant_list) if include_late else []
-    build_days = sorted(set(days) | set(late))
-    result = SilverResult(first, last, tenant_list, build_days, late)
-    if late:
-        say(f"late events found: also rebuilding {', '.join(map(str, late))}")
-
     say("dimensions: users (file + signup events), identity map")
     signups = first_signups(spark, settings, tenant_list)
+    late = late_days(spark, settings, first, tenant_list) if include_late else []
+    restitched = restitch_days(spark, settings, first, last, signups, tenant_list) if include_late else []
+    build_days = sorted(set(days) | set(late) | set(restitched))
+    result = SilverResult(first, last, tenant_list, build_days, late, restitched)
+    if late:
+        say(f"late events found: also rebuilding {', '.join(map(str, late))}")
+    if restitched:
+        say(f"new signups with earlier anonymous events: also rebuilding {', '.join(map(str, restitched))}")
     result.users_dimension_rows = load_users(spark, settings, key, tenant_list, signups).rows
     signups_map = spark.createDataFrame(
         [(s.tenant_id, s.anonymous_id, s.user_id) for s in signups if s.anonymous_id is not None],

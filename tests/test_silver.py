@@ -374,3 +374,28 @@ def test_late_event_rebuilds_its_day(spark, tmp_path: Path) -> None:
     assert second.late_days == [D1] and second.days == [D1, D3]
     rows = read_rows(spark, silver.events_path(settings))
     assert sorted((r["event_date"], r["event_id"]) for r in rows) == [(D1, "e01"), (D1, "l01"), (D2, "e07")]
+
+
+def test_a_signup_restitches_the_visitors_earlier_days(spark, tmp_path: Path) -> None:
+    """Daily runs: D1 is built while a1 is still anonymous; the D2 run (a1 signs up) rewrites D1 too."""
+    settings = lake_settings(tmp_path)
+    bronze = Lake(settings).bronze_events
+    visits = [BY_ID["e06"], BY_ID["e01"]]  # a1 browses on D1; u1 is unrelated
+    write_bronze(
+        bronze, bronze_table(bronze_row(e, ingest(e["occurred_at"]), "events", 0, n) for n, e in enumerate(visits))
+    )
+    day_one = silver.build(spark, settings, D1, D1)
+    assert day_one.restitched_days == []
+    before = {r["event_id"]: r["user_key"] for r in read_rows(spark, silver.events_path(settings))}
+    assert before["e06"] == key_of(settings, "t1", "a1")
+
+    write_bronze(bronze, bronze_table([bronze_row(BY_ID["e07"], ingest(BY_ID["e07"]["occurred_at"]), "events", 0, 2)]))
+    day_two = silver.build(spark, settings, D2, D2)
+    assert day_two.restitched_days == [D1] and day_two.days == [D1, D2] and day_two.late_days == []
+    rows = {r["event_id"]: r for r in read_rows(spark, silver.events_path(settings))}
+    u2 = key_of(settings, "t1", "u2")
+    assert (rows["e06"]["user_key"], rows["e07"]["user_key"]) == (u2, u2)
+    assert rows["e01"]["user_key"] == key_of(settings, "t1", "u1")
+
+    replay = silver.build(spark, settings, D2, D2, include_late=False)  # replays rebuild exactly their range
+    assert replay.restitched_days == [] and replay.days == [D2]
