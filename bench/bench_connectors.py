@@ -136,6 +136,7 @@ def spark_stream(spark, bootstrap: str, topic: str, sink: str, target: str | Non
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", "500000")
+        .option("includeHeaders", "false")  # the rows compared carry no headers (as in Spark's default)
         .load()
         .select(*COLUMNS)
     )

@@ -242,7 +242,7 @@ def test_option_errors_name_the_option() -> None:
         ({**stream, "failOnDataLoss": "yes"}, "failOnDataLoss: expected true or false"),
         ({**stream, "kafka.group.id": "g"}, "kafka.group.id is not supported"),
         ({**stream, "endOffsets": "magic"}, "endOffsets: expected auto, fetch or listOffsets"),
-        ({**stream, "includeHeaders": "false"}, "headers are always included"),
+        ({**stream, "includeHeaders": "no"}, "includeHeaders: expected true or false"),
     ]
     for options, message in cases:
         with pytest.raises(KafkaSourceError, match=message):
@@ -299,6 +299,12 @@ def test_batch_read_has_spark_kafka_schema_and_every_record(spark, broker) -> No
     per_partition = Counter(p for p, *_ in produced)
     assert split.rdd.getNumPartitions() == sum(-(-n // 40) for n in per_partition.values())
     assert sorted(row_record(r) for r in split.collect()) == sorted(produced)
+
+    bare = spark.read.format(SOURCE).options(**kafka_options(bootstrap, subscribe=topic, includeHeaders="false")).load()
+    assert bare.schema == StructType(SPARK_KAFKA_SCHEMA.fields[:-1])  # Spark's schema without includeHeaders
+    assert sorted((r.partition, r.offset, r.key, r.value) for r in bare.collect()) == sorted(
+        (p, o, k, v) for p, o, k, v, _ in produced
+    )
 
 
 @pytest.mark.integration
