@@ -374,8 +374,11 @@ def test_time_travel_by_version_and_timestamp(spark: SparkSession, tmp_path: Pat
     assert rows(read(spark, table)) == [(3,)]
     assert rows(read(spark, table, versionAsOf="0")) == [(1,)]
     assert rows(read(spark, table, versionAsOf="1")) == [(1,), (2,)]
-    commits = {c["version"]: c["timestamp"] for c in DeltaTable(str(table)).history()}
-    between = dt.datetime.fromtimestamp((commits[1] + 1) / 1000, tz=UTC).isoformat()
+    # A commit's time is its log file's modification time (the Delta protocol without in-commit timestamps),
+    # which can trail commitInfo.timestamp by milliseconds: aim between the log files of versions 1 and 2.
+    log = table / "_delta_log"
+    mtimes = [(log / f"{version:020d}.json").stat().st_mtime for version in (1, 2)]
+    between = dt.datetime.fromtimestamp(sum(mtimes) / 2, tz=UTC).isoformat()
     assert rows(read(spark, table, timestampAsOf=between)) == [(1,), (2,)]
     with pytest.raises(PySparkException, match="history"):
         read(spark, table, versionAsOf="9").collect()
