@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
@@ -36,6 +37,7 @@ from pipelines.connectors.kafka import (
     KafkaDataSource,
     KafkaSourceError,
     SourceOptions,
+    _binary_array,
     limit_ends,
     offsets_from_json,
     offsets_to_json,
@@ -223,6 +225,22 @@ def test_split_ranges_and_offset_json_are_exact_and_deterministic() -> None:
     as_json = offsets_to_json(offsets)
     assert json.dumps(as_json) == '{"a": {"2": 5}, "b": {"9": 3, "10": 1}}'
     assert offsets_from_json(as_json) == offsets
+
+
+def test_binary_payload_column_equals_arrows_own_conversion() -> None:
+    cases = [
+        [],
+        [b""],
+        [b"", b"", b""],
+        [b"x" * 330, b"", b"\x00\xff" * 7],
+        [b"a", None, b"c"],  # tombstones keep their nulls
+        [None, None],
+        [bytes([i % 256]) * (i % 97) for i in range(5000)],
+    ]
+    for values in cases:
+        column = _binary_array(values)
+        column.validate(full=True)
+        assert column.equals(pa.array(values, pa.binary())), values[:3]
 
 
 def test_option_errors_name_the_option() -> None:

@@ -78,6 +78,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
@@ -614,6 +615,25 @@ def plan_ranges(start: Offsets, end: Offsets, planner: OffsetPlanner, options: S
     return ranges
 
 
+_MAX_BINARY_BYTES = 2**31 - 1  # int32 offsets of Arrow's binary type
+
+
+def _binary_array(values: list[bytes | None]) -> pa.Array:
+    """Arrow binary column from Kafka payloads: one join and a cumulative sum instead of Arrow's builder.
+
+    pa.array grows its data buffer value by value, which made it the costliest step of a read (about 6x the
+    join for 330-byte events). Null values (tombstones) and batches beyond 2 GiB take pa.array's path.
+    """
+    if None in values:
+        return pa.array(values, pa.binary())
+    data = b"".join(values)  # type: ignore[arg-type]
+    if len(data) > _MAX_BINARY_BYTES:
+        return pa.array(values, pa.binary())
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int32, count=len(values)), out=offsets[1:])  # type: ignore[arg-type]
+    return pa.Array.from_buffers(pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def read_range(options: SourceOptions, task: KafkaRange) -> Iterator[pa.RecordBatch]:
     """Read exactly offsets [start, end) of one partition with assign + seek, as Arrow record batches.
 
@@ -649,7 +669,7 @@ def _read_assigned(consumer: Consumer, options: SourceOptions, task: KafkaRange)
         count = len(offsets)
         columns = [
             pa.array(keys, pa.binary()),
-            pa.array(values, pa.binary()),
+            _binary_array(values),
             pa.array([topic] * count, pa.string()),
             pa.array([partition] * count, pa.int32()),
             pa.array(offsets, pa.int64()),
