@@ -9,15 +9,20 @@ One run, one topic, the same messages for every row (the synthetic generator's r
 4. hand-written loop: confluent-kafka consumer -> pyarrow table per 100k messages -> ``write_deltalake``.
 
 Rows 2-4 write the same columns (key, value, topic, partition, offset, timestamp). Spark rows exclude
-session start-up and a warm-up query but include query planning and start/stop. The ratio column compares with row 4.
+session start-up and one unmeasured pass of each Spark path (a stream runs warm for hours; the JIT needs a
+few batches) but include query planning and start/stop. Every path runs ``--repeats`` times, interleaved;
+the table shows medians, because a shared 2-core machine drifts by 10-20% between runs. The ratio columns
+compare with row 4.
 
-Run: ``.venv/bin/python -m bench.bench_connectors [--messages N]``; rewrites its BENCHMARKS.md section.
+Run: ``.venv/bin/python -m bench.bench_connectors [--messages N] [--repeats R]``; rewrites its BENCHMARKS.md
+section.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -35,6 +40,12 @@ from pipelines.generator import GeneratorSpec, generate
 PARTITIONS = 4
 BATCH = 200_000  # maxOffsetsPerTrigger
 COLUMNS = ["key", "value", "topic", "partition", "offset", "timestamp"]
+PATHS = (
+    "raw confluent-kafka consume",
+    "lakehouse_kafka -> noop sink (Spark)",
+    "lakehouse_kafka -> lakehouse_delta sink (Spark)",
+    "hand-written consumer -> write_deltalake",
+)
 
 
 def produce(bootstrap: str, topic: str, messages: int) -> int:
@@ -158,88 +169,95 @@ def spark_stream(
 
 
 def warm_up(spark, bootstrap: str, topic: str, work: Path) -> None:
-    """JVM JIT and Python workers for both the source and the Delta sink (imports, first table)."""
-    frame = (
-        spark.read.format("lakehouse_kafka")
-        .option("kafka.bootstrap.servers", bootstrap)
-        .option("subscribe", topic)
-        .option("includeHeaders", "false")
-        .load()
-        .select(*COLUMNS)
-    )
-    frame.count()
-    frame.limit(50_000).write.format("lakehouse_delta").mode("append").save(str(work / "warm-up"))
+    """One full pass of each Spark path over the topic: the JVM's JIT and the Python workers (imports, first
+    table) warm up, so the measured runs show what a long-running stream sustains. Not measured."""
+    spark_stream(spark, bootstrap, topic, "noop", None, str(work / "cp-warm-noop"))
+    spark_stream(spark, bootstrap, topic, "lakehouse_delta", str(work / "delta-warm"), str(work / "cp-warm-delta"))
 
 
-def run(messages: int = 300_000) -> list[dict[str, Any]]:
+def run(messages: int = 1_000_000, repeats: int = 3) -> list[dict[str, Any]]:
+    """Every path ``repeats`` times, interleaved (so drift on a shared machine hits all alike); medians."""
     from deltalake import DeltaTable
 
     from pipelines.spark import build_spark
 
     work = Path(tempfile.mkdtemp(prefix="bench-connectors-"))
+    samples: dict[str, list[tuple[float, float | None]]] = {name: [] for name in PATHS}
     try:
         with private_broker(work / "broker") as bootstrap:
             topic = "bench.events"
             produced = produce(bootstrap, topic, messages)
             settings = load_settings("local", environ={"LAKEHOUSE__SPARK__MASTER": "local[2]"})
             spark = build_spark(settings, app_name="bench-connectors")
-            warm_up(spark, bootstrap, topic, work)  # not part of any measured row
-            raw = raw_consume(bootstrap, topic, produced)
-            timings = {
-                "raw confluent-kafka consume": (raw, produced / raw),
-                "lakehouse_kafka -> noop sink (Spark)": spark_stream(
-                    spark, bootstrap, topic, "noop", None, str(work / "cp-noop")
-                ),
-                "lakehouse_kafka -> lakehouse_delta sink (Spark)": spark_stream(
-                    spark, bootstrap, topic, "lakehouse_delta", str(work / "delta-spark"), str(work / "cp-delta")
-                ),
-                "hand-written consumer -> write_deltalake": (
-                    hand := hand_written_loop(bootstrap, topic, produced, str(work / "delta-hand")),
-                    produced / hand,
-                ),
-            }
-            assert DeltaTable(str(work / "delta-spark")).to_pyarrow_dataset().count_rows() == produced
-            assert DeltaTable(str(work / "delta-hand")).to_pyarrow_dataset().count_rows() == produced
+            warm_up(spark, bootstrap, topic, work)
+            for attempt in range(repeats):
+                raw = raw_consume(bootstrap, topic, produced)
+                samples[PATHS[0]].append((raw, produced / raw))
+                for name, sink in ((PATHS[1], "noop"), (PATHS[2], "lakehouse_delta")):
+                    target = None if sink == "noop" else str(work / f"delta-spark-{attempt}")
+                    samples[name].append(
+                        spark_stream(spark, bootstrap, topic, sink, target, str(work / f"cp-{name}-{attempt}"))
+                    )
+                    if target:
+                        assert DeltaTable(target).to_pyarrow_dataset().count_rows() == produced
+                hand_table = str(work / f"delta-hand-{attempt}")
+                hand = hand_written_loop(bootstrap, topic, produced, hand_table)
+                samples[PATHS[3]].append((hand, produced / hand))
+                assert DeltaTable(hand_table).to_pyarrow_dataset().count_rows() == produced
+                print(
+                    f"run {attempt + 1}/{repeats}: "
+                    + ", ".join(f"{n}: {produced / s[-1][0]:,.0f}/s" for n, s in samples.items())
+                )
             spark.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    baseline = produced / timings["hand-written consumer -> write_deltalake"][0]
+    medians = {
+        name: (
+            statistics.median(seconds for seconds, _ in runs),
+            None if any(rate is None for _, rate in runs) else statistics.median(rate for _, rate in runs if rate),
+        )
+        for name, runs in samples.items()
+    }
+    loop_seconds = medians[PATHS[3]][0]
+    baseline = produced / loop_seconds
     return [
         {
             "path": name,
-            "messages": produced,
-            "seconds": f"{seconds:.1f}",
+            "messages": f"{produced:,}",
+            "median seconds": f"{seconds:.1f}",
             "events/s end to end": f"{produced / seconds:,.0f}",
             "steady-state events/s": "-" if steady is None else f"{steady:,.0f}",
             "end to end vs loop": f"{produced / seconds / baseline:.2f}x",
             "steady state vs loop": "-" if steady is None else f"{steady / baseline:.2f}x",
         }
-        for name, (seconds, steady) in timings.items()
+        for name, (seconds, steady) in medians.items()
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3, help="measured runs per path; the table shows medians")
     args = parser.parse_args()
-    rows = run(args.messages)
+    rows = run(args.messages, args.repeats)
     body = "\n".join(
         [
             "## Kafka -> Delta connectors (issue 3)",
             "",
-            f"Machine: {machine()}. Data: {rows[0]['messages']:,} generated JSON events (~330 B), one topic with "
+            f"Machine: {machine()}. Data: {rows[0]['messages']} generated JSON events (~330 B), one topic with "
             f"{PARTITIONS} partitions on the embedded Tansu broker (same machine). Spark `local[2]`, AvailableNow, "
-            f"maxOffsetsPerTrigger {BATCH:,}, includeHeaders=false (no row compared carries headers), after a "
-            "warm-up of both connectors; one run each. End to end includes query start, the first micro-batch "
-            "and stop; steady state is rows / trigger time of the micro-batches after the first (what a running "
-            "stream sustains). Ratios compare with the hand-written loop (higher is faster).",
+            f"maxOffsetsPerTrigger {BATCH:,}, includeHeaders=false (no row compared carries headers). One "
+            "SparkSession; a full unmeasured pass of each Spark path first (JIT, Python workers), then "
+            f"{args.repeats} interleaved runs of every path: medians. End to end includes query start, the first "
+            "micro-batch and stop; steady state is rows / trigger time of the micro-batches after the first "
+            "(what a running stream sustains). Ratios compare with the hand-written loop (higher is faster).",
             "",
             markdown_table(
                 rows,
                 [
                     "path",
                     "messages",
-                    "seconds",
+                    "median seconds",
                     "events/s end to end",
                     "steady-state events/s",
                     "end to end vs loop",
