@@ -2,11 +2,13 @@
 
 Every message Kafka delivers ends up in exactly one of the two tables, once:
 
-* executors parse and validate each message against the schema registry (``mapInArrow``);
-* each micro-batch is written by ``foreachBatch`` to bronze.events, bronze.quarantine and
-  ops.bronze_progress, each write a single Delta commit tagged with the Delta transaction id
-  (app id = the streaming query id, version = batch id). A batch Spark replays after a crash is
-  skipped by the tables that already hold it, so a kill at any point neither loses nor doubles rows;
+* each micro-batch (``foreachBatch``) is ONE pass over the Kafka rows (``mapInArrow``): executors
+  parse and validate every message against the schema registry and write the parquet files of
+  bronze.events and bronze.quarantine side by side, returning the files and per-partition progress;
+* the driver then makes one Delta commit per table - events, quarantine, and last ops.bronze_progress -
+  each tagged with the Delta transaction id (app id = the streaming query id, version = batch id). A
+  batch Spark replays after a crash is skipped by the tables that already hold it (its new files are
+  removed), so a kill at any point neither loses nor doubles rows;
 * offsets live in the Spark checkpoint (``Lake.checkpoint(query_name)``).
 
 Duplicates are kept (bronze equals what Kafka delivered); silver deduplicates.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import pickle
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql.streaming import StreamingQueryListener
 
 from pipelines.config import Settings
@@ -40,6 +44,8 @@ from pipelines.schemas import SchemaRegistry, Violation
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
+
+    from pipelines.connectors.delta import WritePlan, WrittenFile
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,7 @@ class TimestampLimits:
         )
 
 
-# --- executor side: parse and validate ---------------------------------------------------------
+# --- executor side: parse, validate, write files ---------------------------------------------------------
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -134,16 +140,108 @@ def _summary(violations: list[Violation]) -> str:
     return f"{first.path}: {first.message}{more}"
 
 
-def make_parser(
-    registry: SchemaRegistry, limits: TimestampLimits
+INGEST_RESULT_SCHEMA = pa.schema([("kind", pa.string()), ("payload", pa.binary())])
+_FILE_KINDS = ("events", "quarantine")
+
+
+@dataclass(frozen=True)
+class WritePlans:
+    """The micro-batch's two data-table write plans, decided on the driver and shipped to executors."""
+
+    events: WritePlan
+    quarantine: WritePlan
+
+
+def make_ingester(
+    registry: SchemaRegistry, limits: TimestampLimits, plans: WritePlans
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: Kafka rows in, PARSED_SCHEMA rows out, one for one."""
+    """The ``mapInArrow`` function of one micro-batch: Kafka rows in; the task's written files and progress out.
 
-    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            yield parse_batch(batch, registry, limits, dt.datetime.now(dt.UTC))
+    One pass per task: parse, route, write both tables' files. Nothing is visible until the driver commits;
+    a failing task removes what it wrote (Spark retries it with new file names).
+    """
 
-    return parse
+    def ingest(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pipelines.connectors.delta import TableFilesWriter
+
+        events, quarantine = TableFilesWriter(plans.events), TableFilesWriter(plans.quarantine)
+        progress: dict[tuple[str, int], dict[str, Any]] = {}
+        try:
+            for batch in batches:
+                parsed = parse_batch(batch, registry, limits, dt.datetime.now(dt.UTC))
+                is_event = pc.equal(parsed.column(ROUTE), ROUTE_EVENT)
+                events.add(parsed.filter(is_event).select(BRONZE_EVENTS_SCHEMA.names))
+                quarantine.add(parsed.filter(pc.invert(is_event)).select(BRONZE_QUARANTINE_SCHEMA.names))
+                merge_progress(progress, batch_progress(parsed))
+            files = [
+                (kind, f)
+                for kind, writer in zip(_FILE_KINDS, (events, quarantine), strict=True)
+                for f in writer.close()
+            ]
+        except BaseException:
+            events.discard()
+            quarantine.discard()
+            raise
+        rows = [{"kind": kind, "payload": pickle.dumps(f)} for kind, f in files]
+        rows.append({"kind": "progress", "payload": pickle.dumps(progress)})
+        yield pa.RecordBatch.from_pylist(rows, schema=INGEST_RESULT_SCHEMA)
+
+    return ingest
+
+
+def batch_progress(parsed: pa.RecordBatch) -> dict[tuple[str, int], dict[str, Any]]:
+    """Per Kafka partition of one parsed batch: offsets, routed counts, newest timestamps."""
+    is_event = pc.equal(parsed.column(ROUTE), ROUTE_EVENT)
+    table = pa.table(
+        {
+            "topic": parsed.column("topic"),
+            "partition": parsed.column("partition"),
+            "offset": parsed.column("offset"),
+            "event": is_event.cast(pa.int64()),
+            "quarantined": pc.invert(is_event).cast(pa.int64()),
+            "occurred_at": parsed.column("occurred_at"),
+            "kafka_timestamp": parsed.column("kafka_timestamp"),
+            "ingested_at": parsed.column("ingested_at"),
+        }
+    )
+    grouped = table.group_by(["topic", "partition"]).aggregate(
+        [
+            ("offset", "min"),
+            ("offset", "max"),
+            ("event", "sum"),
+            ("quarantined", "sum"),
+            ("occurred_at", "max"),
+            ("kafka_timestamp", "max"),
+            ("ingested_at", "max"),
+        ]
+    )
+    return {
+        (row["topic"], row["partition"]): {
+            "min_offset": row["offset_min"],
+            "max_offset": row["offset_max"],
+            "events": row["event_sum"],
+            "quarantined": row["quarantined_sum"],
+            "max_occurred_at": row["occurred_at_max"],
+            "max_kafka_timestamp": row["kafka_timestamp_max"],
+            "max_ingested_at": row["ingested_at_max"],
+        }
+        for row in grouped.to_pylist()
+    }
+
+
+def merge_progress(into: dict[tuple[str, int], dict[str, Any]], more: dict[tuple[str, int], dict[str, Any]]) -> None:
+    """Combine partial progress (batches of one task, tasks of one micro-batch; a partition may be split)."""
+    for key, stats in more.items():
+        current = into.get(key)
+        if current is None:
+            into[key] = dict(stats)
+            continue
+        current["min_offset"] = min(current["min_offset"], stats["min_offset"])
+        current["events"] += stats["events"]
+        current["quarantined"] += stats["quarantined"]
+        for name in ("max_offset", "max_occurred_at", "max_kafka_timestamp", "max_ingested_at"):
+            present = [v for v in (current[name], stats[name]) if v is not None]
+            current[name] = max(present) if present else None
 
 
 def parse_batch(
@@ -257,12 +355,16 @@ def ensure_tables(lake: Lake) -> None:
 
 
 class BatchWriter:
-    """The foreachBatch function: three idempotent Delta commits per micro-batch."""
+    """The foreachBatch function: one pass over the batch, then three idempotent Delta commits."""
 
-    def __init__(self, lake: Lake, checkpoint: str, target_file_size: int) -> None:
+    def __init__(
+        self, lake: Lake, checkpoint: str, target_file_size: int, registry: SchemaRegistry, limits: TimestampLimits
+    ) -> None:
         self.lake = lake
         self.checkpoint = checkpoint
         self.target_file_size = target_file_size
+        self.registry = registry
+        self.limits = limits
         self._query_id: str | None = None
 
     @property
@@ -273,63 +375,50 @@ class BatchWriter:
             self._query_id = streaming_app_id({"checkpointLocation": self.checkpoint})
         return self._query_id
 
-    def _write(self, df: DataFrame, path: str, partition_by: list[str], batch_id: int) -> None:
-        from pipelines.connectors.delta import spark_options
+    def _plan(self, path: str, schema: pa.Schema, partition_by: list[str]) -> WritePlan:
+        from pipelines.connectors.delta import build_write_plan, spark_options
 
-        (
-            df.write.format("lakehouse_delta")
-            .mode("append")
-            .options(**spark_options(self.lake.storage_options))
-            .option("partitionBy", ",".join(partition_by))
-            .option("targetFileSizeBytes", str(self.target_file_size))
-            .option("txnAppId", self.query_id)
-            .option("txnVersion", str(batch_id))
-            .save(path)
-        )
+        options = {
+            **spark_options(self.lake.storage_options),
+            "path": path,
+            "partitionBy": ",".join(partition_by),
+            "targetFileSizeBytes": str(self.target_file_size),
+        }
+        return build_write_plan(options, _spark_schema(schema), overwrite=False)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        from pyspark.sql import functions as F
+        from pipelines.connectors.delta import TableFilesWriter, commit_write
 
-        batch = batch.persist()
-        try:
-            events = batch.where(F.col(ROUTE) == ROUTE_EVENT).select(*BRONZE_EVENTS_SCHEMA.names)
-            quarantine = batch.where(F.col(ROUTE) == ROUTE_QUARANTINE).select(*BRONZE_QUARANTINE_SCHEMA.names)
-            progress = (
-                batch.groupBy("topic", "partition")
-                .agg(
-                    F.min("offset").alias("min_offset"),
-                    F.max("offset").alias("max_offset"),
-                    F.sum((F.col(ROUTE) == ROUTE_EVENT).cast("long")).alias("events"),
-                    F.sum((F.col(ROUTE) == ROUTE_QUARANTINE).cast("long")).alias("quarantined"),
-                    F.max("occurred_at").alias("max_occurred_at"),
-                    F.max("kafka_timestamp").alias("max_kafka_timestamp"),
-                    F.max("ingested_at").alias("max_ingested_at"),
-                )
-                .select(
-                    F.lit(self.query_id).alias("query_id"),
-                    F.lit(batch_id).cast("long").alias("batch_id"),
-                    "topic",
-                    "partition",
-                    "min_offset",
-                    "max_offset",
-                    "events",
-                    "quarantined",
-                    "max_occurred_at",
-                    "max_kafka_timestamp",
-                    "max_ingested_at",
-                )
-            )
-            progress_rows = progress.collect()
-            if not progress_rows:
-                return
-            self._write(events, self.lake.bronze_events, BRONZE_EVENTS_PARTITIONS, batch_id)
-            self._write(quarantine, self.lake.bronze_quarantine, BRONZE_QUARANTINE_PARTITIONS, batch_id)
-            # Last: a progress row means both data commits of this batch are in.
-            self._write(progress, self.lake.bronze_progress, ["topic"], batch_id)
-            counted = sum(r["events"] + r["quarantined"] for r in progress_rows)
-            log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(progress_rows))
-        finally:
-            batch.unpersist()
+        plans = WritePlans(
+            events=self._plan(self.lake.bronze_events, BRONZE_EVENTS_SCHEMA, BRONZE_EVENTS_PARTITIONS),
+            quarantine=self._plan(self.lake.bronze_quarantine, BRONZE_QUARANTINE_SCHEMA, BRONZE_QUARANTINE_PARTITIONS),
+        )
+        results = batch.mapInArrow(
+            make_ingester(self.registry, self.limits, plans), _spark_schema(INGEST_RESULT_SCHEMA)
+        ).collect()
+        files: dict[str, list[WrittenFile]] = {kind: [] for kind in _FILE_KINDS}
+        progress: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in results:
+            if row["kind"] == "progress":
+                merge_progress(progress, pickle.loads(row["payload"]))
+            else:
+                files[row["kind"]].append(pickle.loads(row["payload"]))
+        if not progress:
+            return
+        txn = (self.query_id, batch_id)
+        commit_write(plans.events, files["events"], txn, overwrite=False)
+        commit_write(plans.quarantine, files["quarantine"], txn, overwrite=False)
+        # Last: a progress row means both data commits of this batch are in.
+        rows = [
+            {"query_id": self.query_id, "batch_id": batch_id, "topic": topic, "partition": partition, **stats}
+            for (topic, partition), stats in sorted(progress.items())
+        ]
+        progress_plan = self._plan(self.lake.bronze_progress, PROGRESS_SCHEMA, ["topic"])
+        writer = TableFilesWriter(progress_plan)
+        writer.add(pa.RecordBatch.from_pylist(rows, schema=PROGRESS_SCHEMA))
+        commit_write(progress_plan, writer.close(), txn, overwrite=False)
+        counted = sum(r["events"] + r["quarantined"] for r in rows)
+        log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(rows))
 
 
 def kafka_stream(spark: SparkSession, settings: Settings, bootstrap_servers: str) -> DataFrame:
@@ -357,14 +446,17 @@ def start_bronze(
     """
     lake = Lake(settings)
     ensure_tables(lake)
-    registry = SchemaRegistry.load(settings.schemas_dir)
-    parsed = kafka_stream(spark, settings, bootstrap_servers).mapInArrow(
-        make_parser(registry, TimestampLimits.from_settings(settings)), _spark_schema(PARSED_SCHEMA)
-    )
     checkpoint = lake.checkpoint(settings.bronze.query_name)
-    writer = BatchWriter(lake, checkpoint, settings.bronze.target_file_size_mb * 1024 * 1024)
+    writer = BatchWriter(
+        lake,
+        checkpoint,
+        settings.bronze.target_file_size_mb * 1024 * 1024,
+        SchemaRegistry.load(settings.schemas_dir),
+        TimestampLimits.from_settings(settings),
+    )
     stream = (
-        parsed.writeStream.queryName(settings.bronze.query_name)
+        kafka_stream(spark, settings, bootstrap_servers)
+        .writeStream.queryName(settings.bronze.query_name)
         .option("checkpointLocation", checkpoint)
         .foreachBatch(writer)
     )

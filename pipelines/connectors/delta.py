@@ -1634,8 +1634,13 @@ class _OpenFile:
     rows: int = 0
 
 
-class _TaskFileWriter:
-    """Writes one task's rows into Hive-style partition directories, rolling files by size / rows."""
+class TableFilesWriter:
+    """Writes one task's rows into Hive-style partition directories, rolling files by size / rows.
+
+    Executor side (pyarrow only). Spark's writer API drives it for ``df.write``; jobs that write several
+    tables from one pass (bronze: events and quarantine) drive one per table and hand the files to
+    ``commit_write`` on the driver. ``close`` returns the files; ``discard`` removes them.
+    """
 
     def __init__(self, plan: WritePlan) -> None:
         self.plan = plan
@@ -1798,7 +1803,7 @@ def _split_by_partition(table: pa.Table, columns: list[str]) -> Iterator[tuple[t
 
 
 def _write_task(plan: WritePlan, batches: Iterator[pa.RecordBatch]) -> DeltaCommitMessage:
-    writer = _TaskFileWriter(plan)
+    writer = TableFilesWriter(plan)
     try:
         for batch in batches:
             writer.add(batch)
