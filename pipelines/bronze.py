@@ -274,7 +274,6 @@ def parse_batch(
             _append_quarantine(
                 columns,
                 key=keys[index],
-                value=value,
                 headers=_headers_json(row_headers),
                 errors=json.dumps([{"path": v.path, "message": v.message} for v in violations], ensure_ascii=False),
                 summary=_summary(violations),
@@ -284,12 +283,13 @@ def parse_batch(
             )
         else:
             assert event is not None and occurred is not None
-            _append_event(columns, event, occurred, value, _trace_id(row_headers))
+            _append_event(columns, event, occurred, _trace_id(row_headers))
     coordinates = {
         "topic": batch.column("topic"),
         "partition": batch.column("partition"),
         "offset": batch.column("offset"),
         "kafka_timestamp": batch.column("timestamp").cast(pa.timestamp("us", tz="UTC")),
+        "raw_value": batch.column("value"),  # every row keeps its bytes as received, in either table
         "ingested_at": pa.array([ingested_at] * batch.num_rows, pa.timestamp("us", tz="UTC")),
     }
     arrays = [
@@ -305,7 +305,7 @@ _EVENT_FIELDS = ("event_id", "event_type", "version", "tenant_id", "user_id", "a
 
 
 def _append_event(
-    columns: dict[str, list[Any]], event: dict[str, Any], occurred: dt.datetime, value: bytes, trace_id: str | None
+    columns: dict[str, list[Any]], event: dict[str, Any], occurred: dt.datetime, trace_id: str | None
 ) -> None:
     columns[ROUTE].append(ROUTE_EVENT)
     for name in _EVENT_FIELDS:
@@ -315,7 +315,6 @@ def _append_event(
     columns["properties"].append(_json_or_none(event.get("properties")))
     columns["context"].append(_json_or_none(event.get("context")))
     columns["trace_id"].append(trace_id)
-    columns["raw_value"].append(value)
     for name in ("raw_key", "headers", "errors", "error_summary", "ingest_date"):
         columns[name].append(None)
 
@@ -326,7 +325,6 @@ def _append_quarantine(columns: dict[str, list[Any]], **row: Any) -> None:
         columns[name].append(None)
     columns["event_type"][-1] = row["event_type"]
     columns["tenant_id"][-1] = row["tenant"]
-    columns["raw_value"].append(row["value"])
     columns["raw_key"].append(row["key"])
     columns["headers"].append(row["headers"])
     columns["errors"].append(row["errors"])
