@@ -23,7 +23,7 @@ import pytest
 from conftest import write_config
 from deltalake import DeltaTable
 
-from pipelines.bronze import freshness, run_bronze, start_bronze, table_counts
+from pipelines.bronze import _json_or_none, freshness, merge_progress, run_bronze, start_bronze, table_counts
 from pipelines.config import Settings
 from pipelines.events import encode_event, message_headers, message_key
 from pipelines.generator import GeneratorSpec, generate
@@ -32,6 +32,67 @@ from pipelines.producer import EventProducer
 from pipelines.tables import compact
 
 pytestmark = pytest.mark.integration
+
+
+def test_sub_documents_are_compact_sorted_json_of_the_same_values() -> None:
+    nested = {"b": 1, "a": {"d": 1e16, "c": 0.1, "big": 2**70}, "é": ["ü", None, True, 2.5e-7]}
+    text = _json_or_none(nested, b"{}")
+    assert json.loads(text) == nested
+    assert text.startswith('{"a":{"big":') and ", " not in text
+    assert _json_or_none({"s": "\ud800"}, b"{}") == '{"s":"\ud800"}'  # lone surrogate: json.dumps' escape
+    assert _json_or_none({"n": float("nan")}, b'{"n": NaN}') == '{"n":NaN}'  # not silently null
+    assert _json_or_none(None, b"{}") is None
+
+
+def test_progress_of_a_partition_split_across_tasks_merges_exactly() -> None:
+    early, late = dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    stats = {"max_kafka_timestamp": early, "max_ingested_at": early}
+    progress: dict = {}
+    merge_progress(
+        progress,
+        {
+            ("t", 0): {
+                "min_offset": 50,
+                "max_offset": 99,
+                "events": 40,
+                "quarantined": 10,
+                "max_occurred_at": None,
+                **stats,
+            }
+        },
+    )
+    merge_progress(
+        progress,
+        {
+            ("t", 0): {
+                "min_offset": 0,
+                "max_offset": 49,
+                "events": 50,
+                "quarantined": 0,
+                "max_occurred_at": late,
+                **stats,
+                "max_ingested_at": late,
+            },
+            ("t", 1): {
+                "min_offset": 7,
+                "max_offset": 7,
+                "events": 1,
+                "quarantined": 0,
+                "max_occurred_at": early,
+                **stats,
+            },
+        },
+    )
+    assert progress[("t", 0)] == {
+        "min_offset": 0,
+        "max_offset": 99,
+        "events": 90,
+        "quarantined": 10,
+        "max_occurred_at": late,
+        "max_kafka_timestamp": early,
+        "max_ingested_at": late,
+    }
+    assert progress[("t", 1)]["min_offset"] == 7
 
 
 def publish(settings: Settings, bootstrap: str, spec: GeneratorSpec):
