@@ -368,7 +368,11 @@ def ensure_tables(lake: Lake) -> None:
 
 
 class BatchWriter:
-    """The foreachBatch function: one pass over the batch, then three idempotent Delta commits."""
+    """The foreachBatch function: one pass over the batch, then three idempotent Delta commits.
+
+    Files of tasks whose micro-batch then fails as a whole are never committed; the replayed batch writes
+    new ones and ``pipelines.tables.vacuum`` removes the leftovers (failed tasks remove their own files at once).
+    """
 
     def __init__(
         self, lake: Lake, checkpoint: str, target_file_size: int, registry: SchemaRegistry, limits: TimestampLimits
