@@ -371,7 +371,7 @@ class BatchWriter:
     """The foreachBatch function: one pass over the batch, then three idempotent Delta commits.
 
     Files of tasks whose micro-batch then fails as a whole are never committed; the replayed batch writes
-    new ones and ``pipelines.tables.vacuum`` removes the leftovers (failed tasks remove their own files at once).
+    new ones and ``bronze vacuum --apply`` removes the leftovers (failed tasks remove their own files at once).
     """
 
     def __init__(

@@ -321,6 +321,22 @@ def cmd_bronze_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bronze_vacuum(args: argparse.Namespace) -> int:
+    """List (or, with --apply, delete) files no live version needs: removed by compaction past the table's
+    retention, and never-committed leftovers of micro-batches that failed as a whole."""
+    from pipelines.lake import Lake
+    from pipelines.tables import vacuum
+
+    lake = Lake(_settings(args))
+    for path in (lake.bronze_events, lake.bronze_quarantine):
+        files = vacuum(path, dry_run=not args.apply, full=True, storage_options=lake.storage_options)
+        verb = "deleted" if args.apply else "would delete (dry run; --apply deletes)"
+        console.print(f"{path}: {verb} {len(files)} file(s)")
+        for name in sorted(files):
+            console.print(f"  {name}", highlight=False)
+    return 0
+
+
 # --- silver / gold / replay / dimensions ---------------------------------------------------------
 
 
@@ -518,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     bronze_commands.add_parser("compact", help="compact small files (safe while streaming)").set_defaults(
         func=cmd_bronze_compact
     )
+    bronze_vacuum = bronze_commands.add_parser(
+        "vacuum", help="list unreferenced files past retention, incl. uncommitted leftovers; --apply deletes"
+    )
+    bronze_vacuum.add_argument("--apply", action="store_true", help="delete them (default: dry run)")
+    bronze_vacuum.set_defaults(func=cmd_bronze_vacuum)
 
     schemas = commands.add_parser("schemas", help="event schema registry")
     schemas_commands = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,21 @@ def test_main_job_publishes_and_prints_counts(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(truth.to_json())
     assert "embedded broker stopped" in result.stdout
     assert not (tmp_path / "broker" / "broker.json").exists(), "the broker it started is stopped"
+
+    # An uncommitted leftover (a micro-batch that failed as a whole) past retention: listed, then deleted.
+    events = tmp_path / "lake" / "bronze" / "events"
+    orphan = next(events.glob("tenant_id=*/event_date=*/event_type=*")) / "part-orphan-c000.snappy.parquet"
+    orphan.write_bytes(b"PAR1 never committed")
+    eight_days_ago = time.time() - 8 * 24 * 3600
+    os.utime(orphan, (eight_days_ago, eight_days_ago))
+    listed = run_cli("bronze", "vacuum", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "would delete (dry run; --apply deletes) 1 file(s)" in listed.stdout and orphan.name in listed.stdout
+    assert orphan.exists()
+    applied = run_cli("bronze", "vacuum", "--apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert f"{events}: deleted 1 file(s)" in applied.stdout.replace("\n", "")
+    assert not orphan.exists()
 
 
 @pytest.mark.integration
