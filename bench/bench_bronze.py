@@ -159,6 +159,7 @@ def run(messages: int = 600_000, rate: float = 5_000, seconds: float = 30, trigg
             _wait_for(lake, len(backlog) + len(steady))
             query.stop()
             spark.streams.removeListener(recorder)
+            recorder.close()
             latencies = sorted(_latencies(lake, version))
             spark.stop()
     finally:

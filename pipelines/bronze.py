@@ -459,7 +459,7 @@ def start_bronze(
 ) -> tuple[StreamingQuery, LagRecorder]:
     """Start the bronze query; ``once`` = catch up with Trigger.AvailableNow and stop.
 
-    Returns the query and its lag listener (remove it with ``spark.streams.removeListener`` when done).
+    Returns the query and its lag listener (when done: ``spark.streams.removeListener``, then its ``close``).
     """
     lake = Lake(settings)
     ensure_tables(lake)
@@ -519,6 +519,7 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         spark.streams.removeListener(recorder)
+        recorder.close()
     return query
 
 
@@ -526,12 +527,22 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
 
 
 class LagRecorder(StreamingQueryListener):
-    """After each batch, record per Kafka partition the committed and latest offsets (the lag)."""
+    """After each batch, record per Kafka partition the committed and latest offsets (the lag).
+
+    Spark calls it on its listener thread, possibly while the query stops; ``close`` waits for a report
+    in flight and ignores later ones, so the process never exits in the middle of a Delta write.
+    """
 
     def __init__(self, lake: Lake) -> None:
         self.path = lake.table("ops", "bronze_lag")
         self.storage_options = lake.storage_options
         self.query_id: str | None = None  # set once the query has started; other queries are ignored
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
 
     def onQueryStarted(self, event: Any) -> None:
         pass
@@ -543,7 +554,15 @@ class LagRecorder(StreamingQueryListener):
         pass
 
     def onQueryProgress(self, event: Any) -> None:
-        progress = event.progress
+        with self._lock:
+            if self._closed:
+                return
+            try:  # lag is advisory: never let it break ingestion
+                self._record(event.progress)
+            except Exception:
+                log.exception("could not record bronze lag")
+
+    def _record(self, progress: Any) -> None:
         if str(progress.id) != self.query_id:
             return
         rows = lag_rows(str(progress.id), progress.batchId, progress.sources)
@@ -551,23 +570,29 @@ class LagRecorder(StreamingQueryListener):
             return
         from deltalake import write_deltalake
 
-        try:
-            write_deltalake(
-                self.path,
-                pa.Table.from_pylist(rows, schema=LAG_SCHEMA),
-                mode="append",
-                storage_options=self.storage_options or None,
-            )
-        except Exception:  # lag is advisory: never let it break ingestion
-            log.exception("could not record bronze lag")
+        write_deltalake(
+            self.path,
+            pa.Table.from_pylist(rows, schema=LAG_SCHEMA),
+            mode="append",
+            storage_options=self.storage_options or None,
+        )
+
+
+def _offsets(text: str | None) -> dict[str, dict[str, int]]:
+    """A source's offsets from a progress report; {} when Spark reports none (e.g. "null" or "None")."""
+    try:
+        parsed = json.loads(text) if text else None
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def lag_rows(query_id: str, batch_id: int, sources: Any) -> list[dict[str, Any]]:
     now = dt.datetime.now(dt.UTC)
     rows = []
     for source in sources:
-        end = json.loads(source.endOffset) if source.endOffset else {}
-        latest = json.loads(source.latestOffset) if source.latestOffset else {}
+        end = _offsets(source.endOffset)
+        latest = _offsets(source.latestOffset)
         for topic, partitions in latest.items():
             for partition, latest_offset in partitions.items():
                 committed = end.get(topic, {}).get(partition, 0)

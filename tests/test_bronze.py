@@ -23,7 +23,7 @@ import pytest
 from conftest import write_config
 from deltalake import DeltaTable
 
-from pipelines.bronze import _json_or_none, freshness, merge_progress, run_bronze, start_bronze, table_counts
+from pipelines.bronze import _json_or_none, freshness, lag_rows, merge_progress, run_bronze, start_bronze, table_counts
 from pipelines.config import Settings
 from pipelines.events import encode_event, message_headers, message_key
 from pipelines.generator import GeneratorSpec, generate
@@ -42,6 +42,19 @@ def test_sub_documents_are_compact_sorted_json_of_the_same_values() -> None:
     assert _json_or_none({"s": "\ud800"}, b"{}") == '{"s":"\ud800"}'  # lone surrogate: json.dumps' escape
     assert _json_or_none({"n": float("nan")}, b'{"n": NaN}') == '{"n":NaN}'  # not silently null
     assert _json_or_none(None, b"{}") is None
+
+
+def test_lag_rows_read_offsets_and_tolerate_sources_without_them() -> None:
+    from types import SimpleNamespace
+
+    source = SimpleNamespace(endOffset='{"t": {"0": 40, "1": 7}}', latestOffset='{"t": {"0": 50, "1": 7}}')
+    rows = lag_rows("q", 3, [source])
+    assert [(r["partition"], r["committed_offset"], r["latest_offset"], r["lag"]) for r in rows] == [
+        (0, 40, 50, 10),
+        (1, 7, 7, 0),
+    ]
+    for latest in (None, "", "null", "None"):  # a report before the source knows its latest offsets
+        assert lag_rows("q", 0, [SimpleNamespace(endOffset=None, latestOffset=latest)]) == []
 
 
 def test_progress_of_a_partition_split_across_tasks_merges_exactly() -> None:
@@ -245,6 +258,7 @@ def test_compaction_while_streaming(spark, isolated_settings: Settings, broker) 
     finally:
         query.stop()
         spark.streams.removeListener(recorder)
+        recorder.close()
     events, quarantine = coordinates(lake.bronze_events), coordinates(lake.bronze_quarantine)
     assert len(events) + len(quarantine) == produced
     assert len(set(events) | set(quarantine)) == produced
