@@ -225,10 +225,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             err_console.print("bronze: catching up (Trigger.AvailableNow) ...")
             started = time.monotonic()
-            query = run_bronze(build_spark(settings), settings, bootstrap, once=True)
-            ingested = sum(p.numInputRows for p in query.recentProgress)
+            spark = build_spark(settings)
+            try:
+                progress = run_bronze(spark, settings, bootstrap, once=True).recentProgress
+            finally:
+                spark.stop()  # drain Spark's listener thread and the JVM before the interpreter exits
+            ingested = sum(p.numInputRows for p in progress)
             seconds = time.monotonic() - started
-            console.print(f"bronze: {ingested} messages in {len(query.recentProgress)} batch(es), {seconds:.1f}s")
+            console.print(f"bronze: {ingested} messages in {len(progress)} batch(es), {seconds:.1f}s")
             _print_bronze_counts(settings)
     finally:
         if broker is not None and started_here and not args.keep_broker:
@@ -256,8 +260,11 @@ def cmd_bronze_run(args: argparse.Namespace) -> int:
     spark = build_spark(settings, app_name=f"lakehouse-{settings.bronze.query_name}")
     mode = "catch-up (availableNow)" if args.once else f"continuous ({settings.bronze.trigger_interval})"
     err_console.print(f"bronze: {mode} from {bootstrap} into {settings.lake_root}; Ctrl-C stops cleanly")
-    query = run_bronze(spark, settings, bootstrap, once=args.once)
-    progress = query.recentProgress
+    try:
+        query = run_bronze(spark, settings, bootstrap, once=args.once)
+        progress = query.recentProgress
+    finally:
+        spark.stop()  # drain Spark's listener thread and the JVM before the interpreter exits
     rows = sum(p.numInputRows for p in progress)
     console.print(f"bronze: {len(progress)} micro-batch(es), {rows} message(s) this run")
     _print_bronze_counts(settings)
