@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.common import machine, markdown_table, private_broker, write_section
+from bench.common import machine, markdown_table, private_broker, sustained_rate, write_section
 from pipelines.config import Settings, load_settings
 from pipelines.generator import GeneratorSpec, generate
 from pipelines.lake import Lake
@@ -146,10 +146,7 @@ def run(messages: int = 600_000, rate: float = 5_000, seconds: float = 30, trigg
             started = time.monotonic()
             query, recorder = start_bronze(spark, settings, bootstrap)
             drained = _wait_for(lake, len(backlog)) - started
-            # Sustained rate: micro-batches of the drain after the first (query start and cold workers excluded).
-            later = [p for p in query.recentProgress if p["numInputRows"] and p["batchId"] > 0]
-            later_ms = sum(p["durationMs"]["triggerExecution"] for p in later)
-            sustained = sum(p["numInputRows"] for p in later) / (later_ms / 1000) if later_ms else None
+            sustained = sustained_rate(query.recentProgress)
 
             version = DeltaTable(lake.bronze_events).version()
             steady = _messages(settings, int(rate * seconds), seed=10)

@@ -33,7 +33,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.common import machine, markdown_table, private_broker, write_section
+from bench.common import machine, markdown_table, private_broker, sustained_rate, write_section
 from pipelines.config import load_settings
 from pipelines.generator import GeneratorSpec, generate
 
@@ -162,10 +162,7 @@ def spark_stream(
     elapsed = time.perf_counter() - started
     if query.exception():
         raise query.exception()  # type: ignore[misc]
-    steady = [p for p in query.recentProgress if p["batchId"] > 0 and p["numInputRows"]]
-    rows = sum(p["numInputRows"] for p in steady)
-    millis = sum(p["durationMs"]["triggerExecution"] for p in steady)
-    return elapsed, (rows / (millis / 1000) if millis else None)
+    return elapsed, sustained_rate(query.recentProgress)
 
 
 def warm_up(spark, bootstrap: str, topic: str, work: Path) -> None:

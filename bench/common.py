@@ -43,6 +43,14 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def sustained_rate(progress: list[dict[str, Any]]) -> float | None:
+    """Rows / trigger time of a streaming query's non-empty micro-batches after the first (query start,
+    planning and cold workers excluded): what a running stream sustains. None without such batches."""
+    later = [p for p in progress if p["batchId"] > 0 and p["numInputRows"]]
+    millis = sum(p["durationMs"]["triggerExecution"] for p in later)
+    return sum(p["numInputRows"] for p in later) / (millis / 1000) if millis else None
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``name`` of BENCHMARKS.md."""
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER

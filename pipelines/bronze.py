@@ -187,7 +187,7 @@ def make_ingester(
                 is_event = pc.equal(parsed.column(ROUTE), ROUTE_EVENT)
                 events.add(parsed.filter(is_event).select(BRONZE_EVENTS_SCHEMA.names))
                 quarantine.add(parsed.filter(pc.invert(is_event)).select(BRONZE_QUARANTINE_SCHEMA.names))
-                merge_progress(progress, batch_progress(parsed))
+                merge_progress(progress, batch_progress(parsed, is_event))
             files = [
                 (kind, f)
                 for kind, writer in zip(_FILE_KINDS, (events, quarantine), strict=True)
@@ -204,9 +204,9 @@ def make_ingester(
     return ingest
 
 
-def batch_progress(parsed: pa.RecordBatch) -> dict[tuple[str, int], dict[str, Any]]:
-    """Per Kafka partition of one parsed batch: offsets, routed counts, newest timestamps."""
-    is_event = pc.equal(parsed.column(ROUTE), ROUTE_EVENT)
+def batch_progress(parsed: pa.RecordBatch, is_event: pa.BooleanArray) -> dict[tuple[str, int], dict[str, Any]]:
+    """Per Kafka partition of one parsed batch (``is_event``: its routing mask): offsets, routed counts,
+    newest timestamps."""
     table = pa.table(
         {
             "topic": parsed.column("topic"),

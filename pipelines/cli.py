@@ -220,16 +220,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{truth.duplicates} duplicates, {truth.malformed} malformed"
         )
         if not args.skip_bronze:
-            from pipelines.bronze import run_bronze
-            from pipelines.spark import build_spark
-
             err_console.print("bronze: catching up (Trigger.AvailableNow) ...")
             started = time.monotonic()
-            spark = build_spark(settings)
-            try:
-                progress = run_bronze(spark, settings, bootstrap, once=True).recentProgress
-            finally:
-                spark.stop()  # drain Spark's listener thread and the JVM before the interpreter exits
+            progress = _run_bronze_then_stop_spark(settings, bootstrap, once=True)
             ingested = sum(p.numInputRows for p in progress)
             seconds = time.monotonic() - started
             console.print(f"bronze: {ingested} messages in {len(progress)} batch(es), {seconds:.1f}s")
@@ -250,21 +243,26 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 # --- bronze -------------------------------------------------------------------------------------
 
 
-def cmd_bronze_run(args: argparse.Namespace) -> int:
-    """Stream all topics into bronze; --once catches up (AvailableNow) and stops."""
+def _run_bronze_then_stop_spark(settings: Settings, bootstrap: str, once: bool) -> list:
+    """Run the bronze query in its own SparkSession; returns its progress reports. Spark is stopped before
+    the interpreter exits, so its listener thread and the JVM are drained first."""
     from pipelines.bronze import run_bronze
     from pipelines.spark import build_spark
 
+    spark = build_spark(settings, app_name=f"lakehouse-{settings.bronze.query_name}")
+    try:
+        return run_bronze(spark, settings, bootstrap, once=once).recentProgress
+    finally:
+        spark.stop()
+
+
+def cmd_bronze_run(args: argparse.Namespace) -> int:
+    """Stream all topics into bronze; --once catches up (AvailableNow) and stops."""
     settings = _settings(args)
     bootstrap = resolve_bootstrap_servers(settings, start=False)
-    spark = build_spark(settings, app_name=f"lakehouse-{settings.bronze.query_name}")
     mode = "catch-up (availableNow)" if args.once else f"continuous ({settings.bronze.trigger_interval})"
     err_console.print(f"bronze: {mode} from {bootstrap} into {settings.lake_root}; Ctrl-C stops cleanly")
-    try:
-        query = run_bronze(spark, settings, bootstrap, once=args.once)
-        progress = query.recentProgress
-    finally:
-        spark.stop()  # drain Spark's listener thread and the JVM before the interpreter exits
+    progress = _run_bronze_then_stop_spark(settings, bootstrap, once=args.once)
     rows = sum(p.numInputRows for p in progress)
     console.print(f"bronze: {len(progress)} micro-batch(es), {rows} message(s) this run")
     _print_bronze_counts(settings)
