@@ -35,12 +35,14 @@ from pipelines.connectors.kafka import (
     KAFKA_SCHEMA,
     KafkaDataLossError,
     KafkaDataSource,
+    KafkaRange,
     KafkaSourceError,
     SourceOptions,
     _binary_array,
     limit_ends,
     offsets_from_json,
     offsets_to_json,
+    range_consumer_settings,
     split_ranges,
 )
 
@@ -241,6 +243,21 @@ def test_binary_payload_column_equals_arrows_own_conversion() -> None:
         column = _binary_array(values)
         column.validate(full=True)
         assert column.equals(pa.array(values, pa.binary())), values[:3]
+
+
+def test_reading_tasks_bound_prefetch_to_their_range_unless_the_user_tunes_it() -> None:
+    options = SourceOptions.parse({"kafka.bootstrap.servers": "127.0.0.1:1", "subscribe": "t"}, streaming=True)
+    small = range_consumer_settings(options, KafkaRange("t", 0, 100, 350))
+    assert small["queued.min.messages"] == 250  # librdkafka's 100k would fetch far past the range end
+    assert small["queued.max.messages.kbytes"] < 65536 and small["fetch.queue.backoff.ms"] < 1000
+    assert small["enable.partition.eof"] is True and small["auto.offset.reset"] == "error"
+    assert range_consumer_settings(options, KafkaRange("t", 0, 0, 10**7))["queued.min.messages"] == 100_000
+    tuned = SourceOptions.parse(
+        {"kafka.bootstrap.servers": "127.0.0.1:1", "subscribe": "t", "kafka.queued.max.messages.kbytes": "9000"},
+        streaming=True,
+    )
+    config = tuned.consumer_config(**range_consumer_settings(tuned, KafkaRange("t", 0, 0, 10)))
+    assert config["queued.max.messages.kbytes"] == "9000" and config["queued.min.messages"] == 10
 
 
 def test_option_errors_name_the_option() -> None:

@@ -15,7 +15,9 @@ Options (names are case-insensitive):
   SASL, fetch tuning ...) passed to every client with the prefix stripped. Not allowed because the
   source owns them: ``kafka.group.id``, ``kafka.enable.auto.commit``, ``kafka.auto.offset.reset``,
   ``kafka.enable.partition.eof``. ``kafka.isolation.level`` defaults to ``read_committed``
-  (librdkafka's default; Spark's JVM source defaults to read_uncommitted).
+  (librdkafka's default; Spark's JVM source defaults to read_uncommitted). Reading tasks bound
+  librdkafka's prefetch to their range (``queued.min.messages``, ``queued.max.messages.kbytes``,
+  ``fetch.queue.backoff.ms``) unless those are passed.
 - ``subscribe`` (comma-separated topics) or ``subscribePattern`` (regex, whole-name match, internal
   ``__*`` topics excluded): exactly one.
 - ``startingOffsets``: ``earliest``, ``latest`` or JSON ``{"topic":{"0":23,"1":-2}}`` (-2 earliest,
@@ -634,13 +636,32 @@ def _binary_array(values: list[bytes | None]) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
+# librdkafka prefetches up to 100k messages / 64 MiB per partition by default, built for a consumer that
+# reads on forever. A task reads a bounded range and then closes its consumer, so everything fetched past
+# the range end was fetched, decompressed and parsed for nothing: with 50k-offset ranges that was about a
+# third of the reader's CPU and half of the broker's (bench/bench_connectors.py). A short queue, refilled
+# after a 5 ms pause instead of librdkafka's 1 s, keeps the fetcher ahead of the task without overshooting.
+# Any kafka.<setting> the user passes wins.
+_RANGE_PREFETCH = {"queued.max.messages.kbytes": 4096, "fetch.queue.backoff.ms": 5}
+
+
+def range_consumer_settings(options: SourceOptions, task: KafkaRange) -> dict[str, Any]:
+    """Consumer settings of one reading task: the range's prefetch bounds under the user's client settings."""
+    prefetch = {**_RANGE_PREFETCH, "queued.min.messages": max(1, min(100_000, task.end - task.start))}
+    return {
+        **{key: value for key, value in prefetch.items() if key not in options.client_settings},
+        "enable.partition.eof": True,
+        "auto.offset.reset": "error",
+    }
+
+
 def read_range(options: SourceOptions, task: KafkaRange) -> Iterator[pa.RecordBatch]:
     """Read exactly offsets [start, end) of one partition with assign + seek, as Arrow record batches.
 
     Offsets can be missing (transaction markers, aborted records, compaction), so the last wanted offset
     may never arrive: the read also ends at an end-of-partition event or consumer position >= end.
     """
-    consumer = Consumer(options.consumer_config(**{"enable.partition.eof": True, "auto.offset.reset": "error"}))
+    consumer = Consumer(options.consumer_config(**range_consumer_settings(options, task)))
     try:
         yield from _read_assigned(consumer, options, task)
     finally:
