@@ -1701,7 +1701,7 @@ class TableFilesWriter:
         self.buffered_bytes.pop(key, None)
         if not chunks:
             return
-        data = pa.concat_tables(chunks).combine_chunks()
+        data = pa.concat_tables(chunks)  # chunks stay as they are: the parquet writer reads across them
         offset = 0
         while offset < data.num_rows:
             handle = self.open.get(key) or self._open_file(key)
