@@ -48,7 +48,8 @@ def build_spark(
 
 def register_connectors(spark: SparkSession) -> None:
     """Register the project's data sources under their short names (see pipelines.connectors)."""
-    from pipelines.connectors import DATA_SOURCES
+    from pipelines.connectors.delta import DeltaDataSource
+    from pipelines.connectors.kafka import KafkaDataSource
 
-    for source in DATA_SOURCES:
+    for source in (KafkaDataSource, DeltaDataSource):
         spark.dataSource.register(source)

@@ -2,10 +2,6 @@
 
 Short names registered on every session built by ``pipelines.spark.build_spark``:
 ``lakehouse_kafka`` (batch + streaming source) and ``lakehouse_delta`` (reader, batch writer,
-streaming sink).
+streaming sink). This package imports neither module: the Python process Spark starts for a
+query's Kafka source then loads Kafka's module only, not delta-rs.
 """
-
-from pipelines.connectors.delta import DeltaDataSource
-from pipelines.connectors.kafka import KafkaDataSource
-
-DATA_SOURCES: list[type] = [KafkaDataSource, DeltaDataSource]
