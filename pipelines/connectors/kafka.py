@@ -842,6 +842,10 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self._planner: OffsetPlanner | None = None
         self._latest: Offsets | None = None
         self._available_now_target: Offsets | None = None
+        self._initial: dict | None = None
+        # Spark asks for the availableNow target, the initial offsets (twice) and the first batch's end in
+        # quick succession when a query starts; one snapshot answers them all (each costs broker round trips).
+        self._start_snapshot: PartitionSnapshot | None = None
 
     @property
     def planner(self) -> OffsetPlanner:
@@ -850,12 +854,16 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return self._planner
 
     def initialOffset(self) -> dict:
-        snapshot = self.planner.snapshot(start={})
-        return offsets_to_json(resolve_offsets(self.options.starting, snapshot, "startingOffsets"))
+        """Where a query without a checkpoint starts: resolved once, so Spark's repeated calls agree."""
+        if self._initial is None:
+            snapshot = self._start_snapshot or self.planner.snapshot(start={})
+            self._initial = offsets_to_json(resolve_offsets(self.options.starting, snapshot, "startingOffsets"))
+        return self._initial
 
     def prepareForTriggerAvailableNow(self) -> None:
         """Fix the end of an availableNow run: data (and partitions) arriving later wait for the next run."""
-        self._available_now_target = self.planner.snapshot(start={}).ends
+        self._start_snapshot = self.planner.snapshot(start={})
+        self._available_now_target = self._start_snapshot.ends
 
     def getDefaultReadLimit(self) -> ReadLimit:
         if self.options.max_offsets_per_trigger is None:
@@ -864,7 +872,9 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
         start_offsets = offsets_from_json(start)
-        snapshot = self.planner.snapshot(start=start_offsets)
+        snapshot, self._start_snapshot = self._start_snapshot, None
+        if snapshot is None or not set(start_offsets) <= set(snapshot.ends):
+            snapshot = self.planner.snapshot(start=start_offsets)  # (partitions gone: it looks twice)
         self._latest = snapshot.ends
         begin = reconcile_start(start_offsets, snapshot, self.options.fail_on_data_loss)
         target = self._available_now_target
