@@ -242,7 +242,8 @@ def main() -> None:
             "## Kafka -> Delta connectors (issue 3)",
             "",
             f"Machine: {machine()}. Data: {rows[0]['messages']} generated JSON events (~330 B), one topic with "
-            f"{PARTITIONS} partitions on the embedded Tansu broker (same machine). Spark `local[2]`, AvailableNow, "
+            f"{PARTITIONS} partitions on the embedded Tansu broker (same machine). Spark `local[2]` with the "
+            "session settings of `conf/lakehouse.yaml` and bytecode in pyspark.zip (`./dev install`), AvailableNow, "
             f"maxOffsetsPerTrigger {BATCH:,}, includeHeaders=false (no row compared carries headers). One "
             "SparkSession; a full unmeasured pass of each Spark path first (JIT, Python workers), then "
             f"{args.repeats} interleaved runs of every path: medians. End to end includes query start, the first "
