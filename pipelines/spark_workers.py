@@ -59,9 +59,10 @@ def add_bytecode(archive: Path) -> bool:
             zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as target,
             tempfile.TemporaryDirectory() as scratch,
         ):
+            names = set(source.namelist())
             for info in source.infolist():
-                if info.filename.endswith(".pyc") or info.filename == MARKER:
-                    continue  # rebuilt below
+                if info.filename == MARKER or (info.filename.endswith(".pyc") and info.filename[:-1] in names):
+                    continue  # rebuilt below (bytecode without a source next to it is kept as it is)
                 data = source.read(info)
                 target.writestr(info, data)
                 if info.filename.endswith(".py"):

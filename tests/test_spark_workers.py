@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import py_compile
 import subprocess
 import sys
 import zipfile
@@ -81,6 +82,20 @@ def test_bytecode_in_an_archive_skips_compiling_and_keeps_tracebacks(tmp_path) -
     assert after["compiled"] == []
     assert after["answer"] == 41
     assert after["traceback_file"] == f"{archive}/pkg/mod.py"
+
+
+def test_bytecode_shipped_without_its_source_survives_the_rewrite(tmp_path) -> None:
+    source = tmp_path / "sourceless.py"
+    source.write_text("def answer():\n    return 7\n")
+    compiled = tmp_path / "sourceless.pyc"
+    py_compile.compile(str(source), cfile=str(compiled), doraise=True)
+    archive = tmp_path / "lib.zip"
+    _write_archive(archive, {**SOURCES, "pkg/sourceless.pyc": compiled.read_bytes()})
+
+    assert add_bytecode(archive) is True
+    with zipfile.ZipFile(archive) as zipped:
+        assert zipped.read("pkg/sourceless.pyc") == compiled.read_bytes()
+    assert _probe(archive, "pkg.sourceless")["answer"] == 7
 
 
 def test_stale_bytecode_in_an_archive_never_runs(tmp_path) -> None:
