@@ -155,8 +155,7 @@ def run(messages: int = 600_000, rate: float = 5_000, seconds: float = 30, trigg
             publisher.join()
             _wait_for(lake, len(backlog) + len(steady))
             query.stop()
-            spark.streams.removeListener(recorder)
-            recorder.close()
+            recorder.detach(spark)
             latencies = sorted(_latencies(lake, version))
             spark.stop()
     finally:

@@ -459,7 +459,7 @@ def start_bronze(
 ) -> tuple[StreamingQuery, LagRecorder]:
     """Start the bronze query; ``once`` = catch up with Trigger.AvailableNow and stop.
 
-    Returns the query and its lag listener (when done: ``spark.streams.removeListener``, then its ``close``).
+    Returns the query and its lag listener (when done: ``recorder.detach(spark)``).
     """
     lake = Lake(settings)
     ensure_tables(lake)
@@ -518,8 +518,7 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        spark.streams.removeListener(recorder)
-        recorder.close()
+        recorder.detach(spark)
     return query
 
 
@@ -529,7 +528,7 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
 class LagRecorder(StreamingQueryListener):
     """After each batch, record per Kafka partition the committed and latest offsets (the lag).
 
-    Spark calls it on its listener thread, possibly while the query stops; ``close`` waits for a report
+    Spark calls it on its listener thread, possibly while the query stops; ``detach`` waits for a report
     in flight and ignores later ones, so the process never exits in the middle of a Delta write.
     """
 
@@ -540,7 +539,9 @@ class LagRecorder(StreamingQueryListener):
         self._lock = threading.Lock()
         self._closed = False
 
-    def close(self) -> None:
+    def detach(self, spark: SparkSession) -> None:
+        """Stop recording: unregister from ``spark``, wait for a report in flight, ignore any later one."""
+        spark.streams.removeListener(self)
         with self._lock:
             self._closed = True
 

@@ -257,8 +257,7 @@ def test_compaction_while_streaming(spark, isolated_settings: Settings, broker) 
         assert query.exception() is None
     finally:
         query.stop()
-        spark.streams.removeListener(recorder)
-        recorder.close()
+        recorder.detach(spark)
     events, quarantine = coordinates(lake.bronze_events), coordinates(lake.bronze_quarantine)
     assert len(events) + len(quarantine) == produced
     assert len(set(events) | set(quarantine)) == produced

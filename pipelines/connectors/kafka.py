@@ -639,9 +639,9 @@ def _binary_array(values: list[bytes | None]) -> pa.Array:
 # librdkafka prefetches up to 100k messages / 64 MiB per partition by default, built for a consumer that
 # reads on forever. A task reads a bounded range and then closes its consumer, so everything fetched past
 # the range end was fetched, decompressed and parsed for nothing: with 50k-offset ranges that was about a
-# third of the reader's CPU and half of the broker's (bench_connectors' data, read in-process). A short queue, refilled
-# after a 5 ms pause instead of librdkafka's 1 s, keeps the fetcher ahead of the task without overshooting.
-# Any kafka.<setting> the user passes wins.
+# third of the reader's CPU and half of the broker's (bench_connectors' data, read in-process). A short
+# queue, refilled after a 5 ms pause instead of librdkafka's 1 s, keeps the fetcher ahead of the task
+# without overshooting. Any kafka.<setting> the user passes wins.
 _RANGE_PREFETCH = {"queued.max.messages.kbytes": 4096, "fetch.queue.backoff.ms": 5}
 
 
