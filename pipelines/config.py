@@ -88,9 +88,15 @@ class ProducerConfig(_Strict):
 
 
 class EmbeddedBrokerConfig(_Strict):
-    storage: Literal["memory", "s3"] = "memory"
+    """The local Apache Kafka broker (KRaft, one node) started from jars by ``pipelines.broker``."""
+
+    # PID/ports record, server.properties, logs and the durable log data (<state_dir>/data)
     state_dir: str = ".lakehouse/broker"
-    s3_bucket: str = "tansu"
+    heap: str = Field(default="512m", pattern=r"^[1-9][0-9]*[kKmMgG]$")  # the JVM's -Xmx
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    # extra server.properties entries, e.g. {"log.retention.hours": 24}; listeners, ports, node id,
+    # roles and log.dirs are managed by pipelines.broker and cannot be set here
+    server_properties: dict[str, str | int | bool] = Field(default_factory=dict)
 
 
 class LakeConfig(_Strict):
@@ -116,6 +122,22 @@ class SparkConfig(_Strict):
         if isinstance(value, dict):
             return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
         return value
+
+
+class CatalogConfig(_Strict):
+    """Where table names (bronze.events, gold.revenue, ...) are kept.
+
+    ``embedded``: a Derby network server the project starts (pipelines.metastore), shared by every
+    local JVM; ``thrift://host:9083``: an existing Hive metastore; ``none``: Spark's in-memory
+    catalog (tables by path only).
+    """
+
+    metastore: str = Field(default=EMBEDDED, pattern=r"^(embedded|none|thrift://\S+)$")
+    state_dir: str = ".lakehouse/metastore"
+
+    @property
+    def enabled(self) -> bool:
+        return self.metastore != "none"
 
 
 class SchemasConfig(_Strict):
@@ -158,6 +180,7 @@ class Settings(_Strict):
     producer: ProducerConfig = ProducerConfig()
     embedded_broker: EmbeddedBrokerConfig = EmbeddedBrokerConfig()
     spark: SparkConfig = SparkConfig()
+    catalog: CatalogConfig = CatalogConfig()
     schemas: SchemasConfig = SchemasConfig()
     pii: PiiConfig = PiiConfig()
     bronze: BronzeConfig = BronzeConfig()
@@ -185,6 +208,10 @@ class Settings(_Strict):
     @property
     def schemas_dir(self) -> Path:
         return Path(self.resolve_path(self.schemas.dir))
+
+    @property
+    def metastore_state_dir(self) -> Path:
+        return Path(self.resolve_path(self.catalog.state_dir))
 
     @property
     def broker_state_dir(self) -> Path:

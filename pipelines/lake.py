@@ -19,6 +19,23 @@ from pipelines.config import Settings
 
 LAYERS = ("bronze", "silver", "gold", "ops")
 
+# Every table the platform writes, as (layer, name): the catalog registers exactly these.
+KNOWN_TABLES = (
+    ("bronze", "events"),
+    ("bronze", "quarantine"),
+    ("ops", "bronze_progress"),
+    ("ops", "bronze_lag"),
+    ("silver", "events"),
+    ("silver", "dim_users"),
+    ("silver", "dim_devices"),
+    ("gold", "daily_active_users"),
+    ("gold", "event_counts"),
+    ("gold", "sessions"),
+    ("gold", "funnels"),
+    ("gold", "revenue"),
+    ("gold", "event_rate_anomalies"),
+)
+
 # bronze.events: one row per message that passed validation, duplicates included (bronze equals
 # what Kafka delivered). `properties` and `context` are the JSON objects re-serialized compactly
 # with sorted keys (lossless for JSON values); `raw_value` keeps the exact bytes as received.

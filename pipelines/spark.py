@@ -1,13 +1,23 @@
-"""One place that builds the SparkSession, so local and cluster runs share the same setup.
+"""One place that builds the SparkSession, so the stream, batch jobs, notebooks and tests share one setup.
 
-The session registers the project's Python Data Source connectors (Kafka, Delta): no JVM jars
-are needed, which is why the same code runs on a laptop and on a standalone cluster.
+Every session gets:
+
+* the pinned jars (``pipelines.jars``: Delta, Spark's Kafka source, S3A, the metastore client), also
+  shipped to executors on a cluster;
+* Delta's SQL extensions and catalog (``MERGE``, ``OPTIMIZE``, ``VACUUM``, ``DESCRIBE HISTORY``,
+  ``VERSION AS OF``), with table defaults that keep every table readable by delta-rs, DuckDB and
+  Polars (no deletion vectors, no column mapping, classic checkpoints);
+* the catalog (``catalog.metastore``): the project's Derby network server by default (started on
+  demand, see ``pipelines.metastore``), an existing Hive metastore, or none;
+* S3A for ``s3://`` lakes, with the same credentials delta-rs uses (``lake.storage_options_env``).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pipelines.config import Settings
@@ -15,11 +25,117 @@ from pipelines.config import Settings
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Readable by delta-rs' pyarrow readers, DuckDB and Polars: they reject deletion vectors and column
+    # mapping. Delta 4.4 leaves both off; saying so keeps a future default change from breaking readers.
+    "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+    "spark.databricks.delta.properties.defaults.columnMapping.mode": "none",
+    # Rebuilding a table's state from its log uses 50 partitions by default: on a laptop most of a small
+    # job's time went to those tasks.
+    "spark.databricks.delta.snapshotPartitions": "4",
+}
+
+
+def s3a_conf(storage_options: Mapping[str, str]) -> dict[str, str]:
+    """Hadoop S3A settings from delta-rs style storage options, and ``s3://`` served by S3A.
+
+    One set of names (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) configures both engines, so a table path
+    is the same string for Spark and for delta-rs readers.
+    """
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+    }
+    options = {key.upper(): value for key, value in storage_options.items()}
+    mapping = {
+        "AWS_ACCESS_KEY_ID": "fs.s3a.access.key",
+        "AWS_SECRET_ACCESS_KEY": "fs.s3a.secret.key",
+        "AWS_SESSION_TOKEN": "fs.s3a.session.token",
+        "AWS_REGION": "fs.s3a.endpoint.region",
+        "AWS_DEFAULT_REGION": "fs.s3a.endpoint.region",
+    }
+    for key, target in mapping.items():
+        if options.get(key):
+            conf[f"spark.hadoop.{target}"] = options[key]
+    endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
+    if endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"  # local S3 servers have no virtual hosts
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https")).lower()
+    if options.get("AWS_ACCESS_KEY_ID"):
+        conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+            if not options.get("AWS_SESSION_TOKEN")
+            else "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+        )
+    return conf
+
+
+def catalog_conf(settings: Settings) -> dict[str, str]:
+    """Spark settings for the configured catalog; starts the local metastore database when needed."""
+    if not settings.catalog.enabled:
+        return {"spark.sql.catalogImplementation": "in-memory"}
+    scratch = settings.metastore_state_dir / "scratch"
+    conf = {
+        "spark.sql.catalogImplementation": "hive",
+        # Hive writes scratch files to /tmp/<user> and /tmp/<uuid>_resources unless told otherwise.
+        "spark.hadoop.hive.exec.scratchdir": str(scratch / "hdfs"),
+        "spark.hadoop.hive.exec.local.scratchdir": str(scratch / "local"),
+        "spark.hadoop.hive.downloaded.resources.dir": str(scratch / "resources"),
+        "spark.hadoop.hive.server2.logging.operation.log.location": str(scratch / "operation_logs"),
+    }
+    if settings.catalog.metastore.startswith("thrift://"):
+        conf["spark.hadoop.hive.metastore.uris"] = settings.catalog.metastore
+        return conf
+    from pipelines.jars import jar_paths
+    from pipelines.metastore import EmbeddedMetastore
+
+    metastore = EmbeddedMetastore.from_settings(settings)
+    handle = metastore.running()
+    if handle is None:
+        handle = metastore.start()
+        # A command that had to start the database stops it when it exits; processes that should share
+        # one for longer (stream + notebooks + SQL endpoint) start it first: `pipelines metastore start`.
+        atexit.register(metastore.stop)
+    derby_client = [str(jar) for jar in jar_paths("spark") if jar.name.startswith("derbyclient-")]
+    conf.update(
+        {
+            "spark.hadoop.javax.jdo.option.ConnectionURL": handle.jdbc_url,
+            "spark.hadoop.javax.jdo.option.ConnectionDriverName": "org.apache.derby.jdbc.ClientDriver",
+            "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+            "spark.hadoop.hive.metastore.schema.verification": "false",
+            # DataNucleus loads the JDBC driver from the JVM's own class path, not from spark.jars.
+            "spark.driver.extraClassPath": os.pathsep.join(derby_client),
+        }
+    )
+    return conf
+
+
+def spark_conf(settings: Settings, extra_conf: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every setting the session is built with: jars, Delta, catalog, S3A, then the profile's own."""
+    from pipelines.jars import jar_paths
+
+    local = settings.spark.master.startswith("local")
+    return {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.host": "127.0.0.1" if local else "",
+        "spark.jars": ",".join(str(jar) for jar in jar_paths("spark")),
+        "spark.sql.warehouse.dir": f"{settings.lake_root.rstrip('/')}/_warehouse",
+        **DELTA_CONF,
+        **s3a_conf(settings.lake_storage_options()),
+        **catalog_conf(settings),
+        **settings.spark.conf,
+        **(extra_conf or {}),
+    }
+
 
 def build_spark(
     settings: Settings, app_name: str | None = None, extra_conf: dict[str, str] | None = None
 ) -> SparkSession:
-    """Get or create the SparkSession described by the profile, with the connectors registered."""
+    """Get or create the SparkSession described by the profile (see the module docstring)."""
     # Spark binds eth0 unless told otherwise; a local run must stay on loopback.
     if settings.spark.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -30,26 +146,9 @@ def build_spark(
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(settings.spark.master).appName(app_name or settings.spark.app_name)
-    conf = {
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.driver.host": "127.0.0.1" if settings.spark.master.startswith("local") else "",
-        **settings.spark.conf,
-        **(extra_conf or {}),
-    }
-    for key, value in conf.items():
+    for key, value in spark_conf(settings, extra_conf).items():
         if value != "":
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    register_connectors(spark)
     return spark
-
-
-def register_connectors(spark: SparkSession) -> None:
-    """Register the project's data sources under their short names (see pipelines.connectors)."""
-    from pipelines.connectors.delta import DeltaDataSource
-    from pipelines.connectors.kafka import KafkaDataSource
-
-    for source in (KafkaDataSource, DeltaDataSource):
-        spark.dataSource.register(source)

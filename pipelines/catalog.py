@@ -1,0 +1,91 @@
+"""Table names in the metastore: ``bronze.events``, ``silver.events``, ``gold.revenue``, ``ops.*``.
+
+The lake is the source of truth: jobs read and write Delta tables by path (``pipelines.lake``), and the
+catalog maps ``<layer>.<name>`` to that path as an external table, so ``spark.table("gold.revenue")`` and
+``SELECT ... FROM gold.revenue VERSION AS OF 3`` work in any fresh session and dropping a name never
+deletes data. Registration is idempotent: a name that points elsewhere (another lake root) is
+re-pointed, so the catalog always names the profile's lake.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipelines.config import Settings
+from pipelines.lake import LAYERS, Lake
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# (session, qualified name) -> location already registered by this process: one metastore call per table.
+_registered: dict[tuple[int, str], str] = {}
+
+
+class CatalogError(ValueError):
+    """A table cannot be registered; the message names the table and why."""
+
+
+def _normalize(location: str) -> str:
+    text = location.rstrip("/")
+    if text.startswith("file:"):
+        text = "/" + text[len("file:") :].lstrip("/")
+    return text.replace("s3a://", "s3://")
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def register(spark: SparkSession, settings: Settings, layer: str, name: str, path: str) -> bool:
+    """Make ``<layer>.<name>`` name the Delta table at ``path``; True when the catalog changed."""
+    if not settings.catalog.enabled:
+        return False
+    if layer not in LAYERS or not _NAME.match(name):
+        raise CatalogError(f"cannot register {layer}.{name}: layer must be one of {LAYERS}, name [a-z0-9_]")
+    qualified = f"{layer}.{name}"
+    key = (id(spark), qualified)
+    if _registered.get(key) == _normalize(path):
+        return False
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+    changed = True
+    if spark.catalog.tableExists(qualified):
+        current = spark.sql(f"DESCRIBE DETAIL {qualified}").first()
+        if current is not None and _normalize(current["location"]) == _normalize(path):
+            changed = False
+        else:  # an external table: dropping the name leaves the data where it is
+            spark.sql(f"DROP TABLE {qualified}")
+    if changed:
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING delta LOCATION {_quote(path)}")
+    _registered[key] = _normalize(path)
+    return changed
+
+
+def lake_tables(settings: Settings) -> list[tuple[str, str, str]]:
+    """(layer, name, path) of every Delta table under the lake root (local lakes: a directory scan)."""
+    lake = Lake(settings)
+    found = []
+    if "://" in lake.root and not lake.root.startswith("file://"):
+        from deltalake import DeltaTable
+
+        from pipelines.lake import KNOWN_TABLES
+
+        for layer, name in KNOWN_TABLES:
+            path = lake.table(layer, name)
+            if DeltaTable.is_deltatable(path, lake.storage_options or None):
+                found.append((layer, name, path))
+        return found
+    root = Path(lake.root.removeprefix("file://"))
+    for layer in LAYERS:
+        for log in sorted((root / layer).glob("*/_delta_log")):
+            found.append((layer, log.parent.name, str(log.parent)))
+    return found
+
+
+def sync(spark: SparkSession, settings: Settings) -> list[str]:
+    """Register every table of the lake (e.g. for a fresh metastore); returns the names that changed."""
+    return [
+        f"{layer}.{name}" for layer, name, path in lake_tables(settings) if register(spark, settings, layer, name, path)
+    ]
