@@ -2,14 +2,15 @@
 
 Every message Kafka delivers ends up in exactly one of the two tables, once:
 
-* each micro-batch (``foreachBatch``) is ONE pass over the Kafka rows (``mapInArrow``): executors
-  parse and validate every message against the schema registry and write the parquet files of
-  bronze.events and bronze.quarantine side by side, returning the files and per-partition progress;
-* the driver then makes one Delta commit per table - events, quarantine, and last ops.bronze_progress -
-  each tagged with the Delta transaction id (app id = the streaming query id, version = batch id). A
-  batch Spark replays after a crash is skipped by the tables that already hold it (its new files are
-  removed), so a kill at any point neither loses nor doubles rows;
-* offsets live in the Spark checkpoint (``Lake.checkpoint(query_name)``).
+* Spark's own Kafka source (``format("kafka")``) reads every configured topic; offsets live in the
+  streaming checkpoint (``Lake.checkpoint(query_name)``), ``maxOffsetsPerTrigger`` bounds a micro-batch
+  and ``failOnDataLoss`` stops the query when Kafka deleted offsets it had not read yet;
+* each micro-batch (``foreachBatch``) is parsed ONCE (``mapInArrow``, kept while the batch is written):
+  executors validate every message against the schema registry and route it to events or quarantine;
+* delta-spark then appends to bronze.events, bronze.quarantine and last ops.bronze_progress, each write
+  tagged with Delta's transaction id (``txnAppId`` = the streaming query id, ``txnVersion`` = batch id).
+  A batch Spark replays after a crash is skipped by the tables that already hold it, so a kill at any
+  point neither loses nor doubles rows.
 
 Duplicates are kept (bronze equals what Kafka delivered); silver deduplicates.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import pickle
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql.streaming import StreamingQueryListener
 
 from pipelines.config import Settings
@@ -45,8 +44,7 @@ from pipelines.schemas import SchemaRegistry, Violation
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
-
-    from pipelines.connectors.delta import WritePlan, WrittenFile
+    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -155,108 +153,20 @@ def _summary(violations: list[Violation]) -> str:
     return f"{first.path}: {first.message}{more}"
 
 
-INGEST_RESULT_SCHEMA = pa.schema([("kind", pa.string()), ("payload", pa.binary())])
-_FILE_KINDS = ("events", "quarantine")
-
-
-@dataclass(frozen=True)
-class WritePlans:
-    """The micro-batch's two data-table write plans, decided on the driver and shipped to executors."""
-
-    events: WritePlan
-    quarantine: WritePlan
-
-
-def make_ingester(
-    registry: SchemaRegistry, limits: TimestampLimits, plans: WritePlans
+def make_parser(
+    registry: SchemaRegistry, limits: TimestampLimits, ingested_at: dt.datetime
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function of one micro-batch: Kafka rows in; the task's written files and progress out.
+    """The ``mapInArrow`` function of one micro-batch: Kafka rows in, routed rows with both tables' columns out.
 
-    One pass per task: parse, route, write both tables' files. Nothing is visible until the driver commits;
-    a failing task removes what it wrote (Spark retries it with new file names).
+    ``ingested_at`` is fixed by the driver for the whole micro-batch, so every task routes against the
+    same reference time.
     """
 
-    def ingest(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pipelines.connectors.delta import TableFilesWriter
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield parse_batch(batch, registry, limits, ingested_at)
 
-        events, quarantine = TableFilesWriter(plans.events), TableFilesWriter(plans.quarantine)
-        progress: dict[tuple[str, int], dict[str, Any]] = {}
-        try:
-            for batch in batches:
-                parsed = parse_batch(batch, registry, limits, dt.datetime.now(dt.UTC))
-                is_event = pc.equal(parsed.column(ROUTE), ROUTE_EVENT)
-                events.add(parsed.filter(is_event).select(BRONZE_EVENTS_SCHEMA.names))
-                quarantine.add(parsed.filter(pc.invert(is_event)).select(BRONZE_QUARANTINE_SCHEMA.names))
-                merge_progress(progress, batch_progress(parsed, is_event))
-            files = [
-                (kind, f)
-                for kind, writer in zip(_FILE_KINDS, (events, quarantine), strict=True)
-                for f in writer.close()
-            ]
-        except BaseException:
-            events.discard()
-            quarantine.discard()
-            raise
-        rows = [{"kind": kind, "payload": pickle.dumps(f)} for kind, f in files]
-        rows.append({"kind": "progress", "payload": pickle.dumps(progress)})
-        yield pa.RecordBatch.from_pylist(rows, schema=INGEST_RESULT_SCHEMA)
-
-    return ingest
-
-
-def batch_progress(parsed: pa.RecordBatch, is_event: pa.BooleanArray) -> dict[tuple[str, int], dict[str, Any]]:
-    """Per Kafka partition of one parsed batch (``is_event``: its routing mask): offsets, routed counts,
-    newest timestamps."""
-    table = pa.table(
-        {
-            "topic": parsed.column("topic"),
-            "partition": parsed.column("partition"),
-            "offset": parsed.column("offset"),
-            "event": is_event.cast(pa.int64()),
-            "quarantined": pc.invert(is_event).cast(pa.int64()),
-            "occurred_at": parsed.column("occurred_at"),
-            "kafka_timestamp": parsed.column("kafka_timestamp"),
-            "ingested_at": parsed.column("ingested_at"),
-        }
-    )
-    grouped = table.group_by(["topic", "partition"]).aggregate(
-        [
-            ("offset", "min"),
-            ("offset", "max"),
-            ("event", "sum"),
-            ("quarantined", "sum"),
-            ("occurred_at", "max"),
-            ("kafka_timestamp", "max"),
-            ("ingested_at", "max"),
-        ]
-    )
-    return {
-        (row["topic"], row["partition"]): {
-            "min_offset": row["offset_min"],
-            "max_offset": row["offset_max"],
-            "events": row["event_sum"],
-            "quarantined": row["quarantined_sum"],
-            "max_occurred_at": row["occurred_at_max"],
-            "max_kafka_timestamp": row["kafka_timestamp_max"],
-            "max_ingested_at": row["ingested_at_max"],
-        }
-        for row in grouped.to_pylist()
-    }
-
-
-def merge_progress(into: dict[tuple[str, int], dict[str, Any]], more: dict[tuple[str, int], dict[str, Any]]) -> None:
-    """Combine partial progress (batches of one task, tasks of one micro-batch; a partition may be split)."""
-    for key, stats in more.items():
-        current = into.get(key)
-        if current is None:
-            into[key] = dict(stats)
-            continue
-        current["min_offset"] = min(current["min_offset"], stats["min_offset"])
-        current["events"] += stats["events"]
-        current["quarantined"] += stats["quarantined"]
-        for name in ("max_offset", "max_occurred_at", "max_kafka_timestamp", "max_ingested_at"):
-            present = [v for v in (current[name], stats[name]) if v is not None]
-            current[name] = max(present) if present else None
+    return parse
 
 
 def parse_batch(
@@ -350,108 +260,111 @@ def _append_quarantine(columns: dict[str, list[Any]], **row: Any) -> None:
 # --- driver side: tables, micro-batches, the query ---------------------------------------------
 
 
-def ensure_tables(lake: Lake) -> None:
-    """Create the bronze and ops tables on first run (no-op afterwards)."""
-    from pipelines.tables import create_table
+def ensure_tables(spark: SparkSession, settings: Settings) -> None:
+    """Create the bronze and ops tables on first run and name them in the catalog (no-op afterwards)."""
+    from pipelines.catalog import ensure_table
 
-    create_table(
-        lake.bronze_events, BRONZE_EVENTS_SCHEMA, BRONZE_EVENTS_PARTITIONS, storage_options=lake.storage_options
-    )
-    create_table(
-        lake.bronze_quarantine,
-        BRONZE_QUARANTINE_SCHEMA,
-        BRONZE_QUARANTINE_PARTITIONS,
-        storage_options=lake.storage_options,
-    )
-    create_table(lake.bronze_progress, PROGRESS_SCHEMA, ["topic"], storage_options=lake.storage_options)
-    create_table(lake.table("ops", "bronze_lag"), LAG_SCHEMA, ["topic"], storage_options=lake.storage_options)
+    for (layer, name), schema, partitions in (
+        (("bronze", "events"), BRONZE_EVENTS_SCHEMA, BRONZE_EVENTS_PARTITIONS),
+        (("bronze", "quarantine"), BRONZE_QUARANTINE_SCHEMA, BRONZE_QUARANTINE_PARTITIONS),
+        (("ops", "bronze_progress"), PROGRESS_SCHEMA, ["topic"]),
+        (("ops", "bronze_lag"), LAG_SCHEMA, ["topic"]),
+    ):
+        ensure_table(spark, settings, layer, name, _spark_schema(schema), partitions)
 
 
 class BatchWriter:
-    """The foreachBatch function: one pass over the batch, then three idempotent Delta commits.
+    """The foreachBatch function: one parse of the micro-batch, then three idempotent Delta appends.
 
-    Files of tasks whose micro-batch then fails as a whole are never committed; the replayed batch writes
-    new ones and ``bronze vacuum --apply`` removes the leftovers (failed tasks remove their own files at once).
+    Every write carries Delta's transaction id (``txnAppId`` = the streaming query id, ``txnVersion`` = the
+    batch id): when Spark replays a batch after a crash, each table that already committed it skips the
+    write, and the others write it - so a kill between two commits neither loses nor doubles a row. The
+    progress rows go last: a progress row means both data commits of its batch are in.
     """
 
-    def __init__(
-        self, lake: Lake, checkpoint: str, target_file_size: int, registry: SchemaRegistry, limits: TimestampLimits
-    ) -> None:
-        self.lake = lake
+    def __init__(self, settings: Settings, checkpoint: str, registry: SchemaRegistry, limits: TimestampLimits) -> None:
+        self.lake = Lake(settings)
         self.checkpoint = checkpoint
-        self.target_file_size = target_file_size
         self.registry = registry
         self.limits = limits
         self._query_id: str | None = None
 
-    @property
-    def query_id(self) -> str:
+    def query_id(self, spark: SparkSession) -> str:
+        """The query's id from its checkpoint (stable across restarts, new with a new checkpoint)."""
         if self._query_id is None:
-            from pipelines.connectors.delta import streaming_app_id
-
-            self._query_id = streaming_app_id({"checkpointLocation": self.checkpoint})
+            text = spark.read.text(f"{self.checkpoint}/metadata").first()
+            if text is None:
+                raise RuntimeError(f"streaming checkpoint {self.checkpoint} has no metadata file")
+            self._query_id = str(json.loads(text[0])["id"])
         return self._query_id
 
-    def _plan(self, path: str, schema: pa.Schema, partition_by: list[str]) -> WritePlan:
-        from pipelines.connectors.delta import build_write_plan, spark_options
-
-        options = {
-            **spark_options(self.lake.storage_options),
-            "path": path,
-            "partitionBy": ",".join(partition_by),
-            "targetFileSizeBytes": str(self.target_file_size),
-        }
-        return build_write_plan(options, _spark_schema(schema), overwrite=False)
-
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        from pipelines.connectors.delta import TableFilesWriter, commit_write
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
 
-        plans = WritePlans(
-            events=self._plan(self.lake.bronze_events, BRONZE_EVENTS_SCHEMA, BRONZE_EVENTS_PARTITIONS),
-            quarantine=self._plan(self.lake.bronze_quarantine, BRONZE_QUARANTINE_SCHEMA, BRONZE_QUARANTINE_PARTITIONS),
-        )
-        results = batch.mapInArrow(
-            make_ingester(self.registry, self.limits, plans), _spark_schema(INGEST_RESULT_SCHEMA)
-        ).collect()
-        files: dict[str, list[WrittenFile]] = {kind: [] for kind in _FILE_KINDS}
-        progress: dict[tuple[str, int], dict[str, Any]] = {}
-        for row in results:
-            if row["kind"] == "progress":
-                merge_progress(progress, pickle.loads(row["payload"]))
-            else:
-                files[row["kind"]].append(pickle.loads(row["payload"]))
-        if not progress:
-            return
-        txn = (self.query_id, batch_id)
-        commit_write(plans.events, files["events"], txn, overwrite=False)
-        commit_write(plans.quarantine, files["quarantine"], txn, overwrite=False)
-        # Last: a progress row means both data commits of this batch are in.
-        rows = [
-            {"query_id": self.query_id, "batch_id": batch_id, "topic": topic, "partition": partition, **stats}
-            for (topic, partition), stats in sorted(progress.items())
-        ]
-        progress_plan = self._plan(self.lake.bronze_progress, PROGRESS_SCHEMA, ["topic"])
-        writer = TableFilesWriter(progress_plan)
-        writer.add(pa.RecordBatch.from_pylist(rows, schema=PROGRESS_SCHEMA))
-        commit_write(progress_plan, writer.close(), txn, overwrite=False)
+        spark = batch.sparkSession
+        ingested_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        parsed = batch.mapInArrow(make_parser(self.registry, self.limits, ingested_at), _spark_schema(PARSED_SCHEMA))
+        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # parsed once, read by three writes
+        try:
+            is_event = F.col(ROUTE) == ROUTE_EVENT
+            progress = (
+                parsed.groupBy("topic", "partition")
+                .agg(
+                    F.min("offset").alias("min_offset"),
+                    F.max("offset").alias("max_offset"),
+                    F.sum(is_event.cast("long")).alias("events"),
+                    F.sum((~is_event).cast("long")).alias("quarantined"),
+                    F.max("occurred_at").alias("max_occurred_at"),
+                    F.max("kafka_timestamp").alias("max_kafka_timestamp"),
+                    F.max("ingested_at").alias("max_ingested_at"),
+                )
+                .collect()
+            )
+            if not progress:
+                return
+            txn = {"txnAppId": self.query_id(spark), "txnVersion": str(batch_id)}
+            self._append(parsed.where(is_event).select(BRONZE_EVENTS_SCHEMA.names), self.lake.bronze_events, txn)
+            self._append(
+                parsed.where(~is_event).select(BRONZE_QUARANTINE_SCHEMA.names), self.lake.bronze_quarantine, txn
+            )
+            rows = [
+                {"query_id": txn["txnAppId"], "batch_id": batch_id, **row.asDict()}
+                for row in sorted(progress, key=lambda r: (r["topic"], r["partition"]))
+            ]
+            table = pa.Table.from_pylist(rows, schema=PROGRESS_SCHEMA)
+            self._append(
+                spark.createDataFrame(table.to_pandas(), _spark_schema(PROGRESS_SCHEMA)), self.lake.bronze_progress, txn
+            )
+        finally:
+            parsed.unpersist()
         counted = sum(r["events"] + r["quarantined"] for r in rows)
         log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(rows))
 
+    @staticmethod
+    def _append(df: DataFrame, path: str, txn: dict[str, str]) -> None:
+        df.write.format("delta").mode("append").options(**txn).save(path)
 
-def kafka_stream(spark: SparkSession, settings: Settings, bootstrap_servers: str) -> DataFrame:
-    """All configured domain topics through the project's Kafka source, from the earliest offset."""
-    reader = (
-        spark.readStream.format("lakehouse_kafka")
-        .option("kafka.bootstrap.servers", bootstrap_servers)
-        .option("subscribe", ",".join(settings.kafka.topics))
-        .option("startingOffsets", "earliest")
-        .option("failOnDataLoss", "true")
-        .option("maxOffsetsPerTrigger", str(settings.bronze.max_offsets_per_trigger))
-        .option("groupIdForCommit", f"lakehouse-{settings.bronze.query_name}")
-    )
-    for key, value in settings.kafka.client_settings().items():
-        reader = reader.option(f"kafka.{key}", str(value))
-    return reader.load()
+
+def kafka_options(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
+    """Spark Kafka source options for every configured domain topic, from the earliest offset.
+
+    Security settings in the profile use librdkafka's names (the producer is confluent-kafka); the JVM
+    client gets the equivalent Java settings (``pipelines.kafka_security.java_client_settings``).
+    """
+    from pipelines.kafka_security import java_client_settings
+
+    options = {
+        "kafka.bootstrap.servers": bootstrap_servers,
+        "subscribe": ",".join(settings.kafka.topics),
+        "startingOffsets": "earliest",
+        "failOnDataLoss": "true",
+        "maxOffsetsPerTrigger": str(settings.bronze.max_offsets_per_trigger),
+        "includeHeaders": "true",
+    }
+    for key, value in java_client_settings(settings.kafka.client_settings()).items():
+        options[f"kafka.{key}"] = value
+    return options
 
 
 def start_bronze(
@@ -462,17 +375,15 @@ def start_bronze(
     Returns the query and its lag listener (when done: ``recorder.detach(spark)``).
     """
     lake = Lake(settings)
-    ensure_tables(lake)
+    ensure_tables(spark, settings)
     checkpoint = lake.checkpoint(settings.bronze.query_name)
     writer = BatchWriter(
-        lake,
-        checkpoint,
-        settings.bronze.target_file_size_mb * 1024 * 1024,
-        SchemaRegistry.load(settings.schemas_dir),
-        TimestampLimits.from_settings(settings),
+        settings, checkpoint, SchemaRegistry.load(settings.schemas_dir), TimestampLimits.from_settings(settings)
     )
     stream = (
-        kafka_stream(spark, settings, bootstrap_servers)
+        spark.readStream.format("kafka")
+        .options(**kafka_options(settings, bootstrap_servers))
+        .load()
         .writeStream.queryName(settings.bronze.query_name)
         .option("checkpointLocation", checkpoint)
         .foreachBatch(writer)
@@ -488,10 +399,10 @@ def start_bronze(
     return query, recorder
 
 
-def _spark_schema(schema: pa.Schema):
-    from pipelines.connectors.delta import spark_schema_from_arrow
+def _spark_schema(schema: pa.Schema) -> StructType:
+    from pyspark.sql.pandas.types import from_arrow_schema
 
-    return spark_schema_from_arrow(schema)
+    return from_arrow_schema(schema)
 
 
 def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, once: bool = False) -> StreamingQuery:

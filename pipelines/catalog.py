@@ -18,6 +18,7 @@ from pipelines.lake import LAYERS, Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # (session, qualified name) -> location already registered by this process: one metastore call per table.
@@ -89,3 +90,27 @@ def sync(spark: SparkSession, settings: Settings) -> list[str]:
     return [
         f"{layer}.{name}" for layer, name, path in lake_tables(settings) if register(spark, settings, layer, name, path)
     ]
+
+
+def ensure_table(
+    spark: SparkSession, settings: Settings, layer: str, name: str, schema: StructType, partition_by: list[str]
+) -> str:
+    """Create ``<layer>.<name>`` in the lake if missing (empty, with its schema and partitioning), register it,
+    and return its path. An existing table with another schema or partitioning is an error, not silently used:
+    a job deploying a new definition must not run against the old one unnoticed."""
+    from delta.tables import DeltaTable
+
+    path = Lake(settings).table(layer, name)
+    if not DeltaTable.isDeltaTable(spark, path):
+        DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition_by).execute()
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+    existing = spark.read.format("delta").load(path).schema
+    problems = []
+    if [(f.name, f.dataType) for f in existing] != [(f.name, f.dataType) for f in schema]:
+        problems.append(f"schema is {existing.simpleString()}")
+    if detail is not None and list(detail["partitionColumns"]) != list(partition_by):
+        problems.append(f"partitioned by {list(detail['partitionColumns'])}")
+    if problems:
+        raise CatalogError(f"table {layer}.{name} at {path} exists with a different definition: " + "; ".join(problems))
+    register(spark, settings, layer, name, path)
+    return path

@@ -11,6 +11,7 @@ import pytest
 
 from pipelines.broker import BrokerHandle, EmbeddedBroker
 from pipelines.config import Settings, load_settings
+from pipelines.metastore import EmbeddedMetastore, MetastoreHandle
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +21,7 @@ def tmp_session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def broker(tmp_session_dir: Path) -> Iterator[BrokerHandle]:
-    """A real Tansu broker on 127.0.0.1 (free port), stopped by PID at the end of the run."""
+    """A real Apache Kafka broker (KRaft, one node) on 127.0.0.1 (free ports), stopped by PID at the end of the run."""
     embedded = EmbeddedBroker(tmp_session_dir / "broker")
     handle = embedded.start()
     yield handle
@@ -37,6 +38,7 @@ def settings(broker: BrokerHandle, tmp_session_dir: Path) -> Settings:
         "LAKEHOUSE__LAKE__ROOT": str(tmp_session_dir / "lake"),
         "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_session_dir / "broker"),
         "LAKEHOUSE__SPARK__MASTER": "local[2]",
+        "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_session_dir / "metastore"),
     }
     return load_settings(environ=environ)
 
@@ -60,16 +62,27 @@ def isolated_settings(settings: Settings, broker: BrokerHandle, tmp_path: Path) 
 
 
 @pytest.fixture(scope="session")
-def spark(tmp_session_dir: Path):
-    """One SparkSession for the whole run (start-up costs ~8 s); connectors registered."""
+def metastore(tmp_session_dir: Path) -> Iterator[MetastoreHandle]:
+    """The catalog's Derby network server for the run (a temp folder), stopped by PID at the end."""
+    embedded = EmbeddedMetastore(tmp_session_dir / "metastore")
+    handle = embedded.start()
+    yield handle
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_session_dir: Path, metastore: MetastoreHandle):
+    """One SparkSession for the whole run (start-up costs ~15 s): Delta, jars and the test metastore."""
     from pipelines.spark import build_spark
 
-    environ = {**os.environ, "LAKEHOUSE_PROFILE": "local", "LAKEHOUSE__SPARK__MASTER": "local[2]"}
-    session = build_spark(
-        load_settings(environ=environ),
-        app_name="lakehouse-tests",
-        extra_conf={"spark.sql.warehouse.dir": str(tmp_session_dir / "warehouse")},
-    )
+    environ = {
+        **os.environ,
+        "LAKEHOUSE_PROFILE": "local",
+        "LAKEHOUSE__SPARK__MASTER": "local[2]",
+        "LAKEHOUSE__LAKE__ROOT": str(tmp_session_dir / "lake"),
+        "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_session_dir / "metastore"),
+    }
+    session = build_spark(load_settings(environ=environ), app_name="lakehouse-tests")
     yield session
     session.stop()
 
