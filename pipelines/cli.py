@@ -320,9 +320,14 @@ def cmd_bronze_compact(args: argparse.Namespace) -> int:
     from pipelines.lake import Lake
     from pipelines.tables import compact
 
-    lake = Lake(_settings(args))
+    settings = _settings(args)
+    lake = Lake(settings)
+    spark = _batch_spark(settings, "bronze-compact")
     for path in (lake.bronze_events, lake.bronze_quarantine):
-        console.print(f"{path}: {compact(path, storage_options=lake.storage_options)}")
+        metrics = compact(spark, path)
+        console.print(
+            f"{path}: {metrics.get('numFilesRemoved', 0)} file(s) compacted into {metrics.get('numFilesAdded', 0)}"
+        )
     return 0
 
 
@@ -332,9 +337,12 @@ def cmd_bronze_vacuum(args: argparse.Namespace) -> int:
     from pipelines.lake import Lake
     from pipelines.tables import vacuum
 
-    lake = Lake(_settings(args))
+    settings = _settings(args)
+    lake = Lake(settings)
+    spark = _batch_spark(settings, "bronze-vacuum")
+    retention = settings.bronze.vacuum_retention_hours
     for path in (lake.bronze_events, lake.bronze_quarantine):
-        files = vacuum(path, dry_run=not args.apply, full=True, storage_options=lake.storage_options)
+        files = vacuum(spark, path, retention_hours=retention, dry_run=not args.apply, full=True)
         verb = "deleted" if args.apply else "would delete (dry run; --apply deletes)"
         console.print(f"{path}: {verb} {len(files)} file(s)")
         for name in sorted(files):
@@ -507,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker = commands.add_parser("broker", help="start/stop/status of the embedded broker")
     broker_commands = broker.add_subparsers(dest="action", required=True, metavar="ACTION")
-    broker_commands.add_parser("start", help="start Tansu on 127.0.0.1 and create topics").set_defaults(
+    broker_commands.add_parser("start", help="start Apache Kafka on 127.0.0.1 and create topics").set_defaults(
         func=cmd_broker_start
     )
     broker_commands.add_parser("stop", help="stop exactly the recorded broker process").set_defaults(

@@ -155,6 +155,8 @@ class BronzeConfig(_Strict):
     target_file_size_mb: int = Field(default=128, ge=1)
     max_event_age_days: int = Field(default=365, ge=1)  # older occurred_at than this -> quarantine
     max_future_skew_minutes: int = Field(default=60, ge=0)  # occurred_at this far ahead of ingest -> quarantine
+    # `bronze vacuum`: keep files a version of the last N hours needs (None: the table's own retention, 7 days)
+    vacuum_retention_hours: int | None = Field(default=None, ge=0)
 
 
 class SilverConfig(_Strict):

@@ -74,7 +74,10 @@ GROUPS = {
             skip_pyspark_jars=True,
         ),
         JarGroup(
-            "kafka", "kafka.pom.xml", ("kafka_2.13-", "kafka-server-", "log4j-core-", "log4j-slf4j2-impl-", "slf4j-api-2."), False
+            "kafka",
+            "kafka.pom.xml",
+            ("kafka_2.13-", "kafka-server-", "log4j-core-", "log4j-slf4j2-impl-", "slf4j-api-2."),
+            False,
         ),
         JarGroup("metastore", "metastore.pom.xml", ("derbynet-", "derby-", "derbytools-", "derbyshared-"), False),
     )

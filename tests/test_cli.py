@@ -60,6 +60,7 @@ def test_main_job_publishes_and_prints_counts(tmp_path: Path) -> None:
     env = {
         "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_path / "broker"),
         "LAKEHOUSE__LAKE__ROOT": str(tmp_path / "lake"),
+        "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_path / "metastore"),
     }
     result = run_cli("run", "--users", "40", "--days", "2", "--seed", "7", "--truth", str(tmp_path / "t.json"), env=env)
     assert result.returncode == 0, result.stderr
@@ -85,6 +86,7 @@ def test_main_job_publishes_and_prints_counts(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(truth.to_json())
     assert "embedded broker stopped" in result.stdout
     assert not (tmp_path / "broker" / "broker.json").exists(), "the broker it started is stopped"
+    assert not (tmp_path / "metastore" / "metastore.json").exists(), "so is the metastore database"
 
     # An uncommitted leftover (a micro-batch that failed as a whole) past retention: listed, then deleted.
     events = tmp_path / "lake" / "bronze" / "events"
