@@ -13,12 +13,15 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from pyspark.errors import PySparkException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipelines.broker import BrokerError, EmbeddedBroker, ensure_topics, resolve_bootstrap_servers
 from pipelines.config import ConfigError, Settings, load_settings
+from pipelines.jars import JarsError
+from pipelines.metastore import MetastoreError
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -63,6 +66,58 @@ def cmd_broker_status(args: argparse.Namespace) -> int:
         console.print("embedded broker: not running")
         return 1
     console.print(f"embedded broker: pid={handle.pid} bootstrap={handle.bootstrap_servers} storage={handle.storage}")
+    return 0
+
+
+# --- metastore and catalog -----------------------------------------------------------------------
+
+
+def cmd_metastore_start(args: argparse.Namespace) -> int:
+    from pipelines.metastore import EmbeddedMetastore
+
+    settings = _settings(args)
+    if settings.catalog.metastore != "embedded":
+        console.print(
+            f"profile {settings.profile!r} uses catalog.metastore={settings.catalog.metastore}; nothing to start"
+        )
+        return 0
+    handle = EmbeddedMetastore.from_settings(settings).start()
+    console.print(f"metastore database running: pid={handle.pid} url={handle.jdbc_url} home={handle.home}")
+    return 0
+
+
+def cmd_metastore_stop(args: argparse.Namespace) -> int:
+    from pipelines.metastore import EmbeddedMetastore
+
+    stopped = EmbeddedMetastore.from_settings(_settings(args)).stop()
+    console.print("metastore database stopped" if stopped else "no metastore database was running")
+    return 0
+
+
+def cmd_metastore_status(args: argparse.Namespace) -> int:
+    from pipelines.metastore import EmbeddedMetastore
+
+    settings = _settings(args)
+    if settings.catalog.metastore != "embedded":
+        console.print(f"catalog.metastore: {settings.catalog.metastore}")
+        return 0
+    handle = EmbeddedMetastore.from_settings(settings).running()
+    if handle is None:
+        console.print("metastore database: not running (Spark sessions start one on demand)")
+        return 1
+    console.print(f"metastore database: pid={handle.pid} url={handle.jdbc_url} home={handle.home}")
+    return 0
+
+
+def cmd_catalog_sync(args: argparse.Namespace) -> int:
+    """Name every Delta table of the lake in the catalog (a fresh or moved metastore)."""
+    from pipelines.catalog import lake_tables, sync
+
+    settings = _settings(args)
+    changed = sync(_batch_spark(settings, "catalog"), settings)
+    for layer, name, path in lake_tables(settings):
+        mark = "registered" if f"{layer}.{name}" in changed else "up to date"
+        console.print(f"{layer}.{name:<24} {mark:<11} {path}", highlight=False)
     return 0
 
 
@@ -525,6 +580,21 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_broker_status
     )
 
+    metastore = commands.add_parser("metastore", help="start/stop/status of the local catalog's database (Derby)")
+    metastore_commands = metastore.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, handler, text in (
+        ("start", cmd_metastore_start, "start it on 127.0.0.1 (share one between the stream, jobs and notebooks)"),
+        ("stop", cmd_metastore_stop, "stop exactly the recorded process"),
+        ("status", cmd_metastore_status, "show the recorded process (exit 1 if none)"),
+    ):
+        metastore_commands.add_parser(action, help=text).set_defaults(func=handler)
+
+    catalog = commands.add_parser("catalog", help="table names in the metastore (bronze.*, silver.*, gold.*, ops.*)")
+    catalog_commands = catalog.add_subparsers(dest="action", required=True, metavar="ACTION")
+    catalog_commands.add_parser("sync", help="register every Delta table of the lake").set_defaults(
+        func=cmd_catalog_sync
+    )
+
     topics = commands.add_parser("topics", help="Kafka topics from the configuration")
     topics_commands = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
     topics_commands.add_parser("create", help="create missing topics and show partition counts").set_defaults(
@@ -607,9 +677,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, BrokerError, ValueError) as exc:
+    except (ConfigError, BrokerError, JarsError, MetastoreError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         return 2
+    except PySparkException as exc:
+        # An expected Spark failure (missing table, bad SQL, a failed query) in one or two lines, no JVM stack.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err_console.print(f"[red]error:[/red] Spark: {first[:500]}", highlight=False)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

@@ -29,8 +29,9 @@ def broker(tmp_session_dir: Path) -> Iterator[BrokerHandle]:
 
 
 @pytest.fixture(scope="session")
-def settings(broker: BrokerHandle, tmp_session_dir: Path) -> Settings:
-    """The local profile pointed at the test broker and a temporary lake."""
+def settings(broker: BrokerHandle, metastore: MetastoreHandle, tmp_session_dir: Path) -> Settings:
+    """The local profile pointed at the test broker, the test metastore and a temporary lake (child processes
+    given these settings attach to the same broker and metastore instead of starting their own)."""
     environ = {
         **os.environ,
         "LAKEHOUSE_PROFILE": "local",

@@ -1,0 +1,88 @@
+"""The catalog: tables named in a metastore that separate JVMs share, time travel by name, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+
+from pipelines import catalog
+from pipelines.config import Settings
+from pipelines.lake import Lake
+from pipelines.metastore import EmbeddedMetastore
+from pipelines.processes import pid_alive
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_second_jvm_reads_tables_by_name_while_the_first_runs(spark, settings: Settings, tmp_path: Path) -> None:
+    """The session's JVM holds the metastore open; a child process (another JVM) reads the same names."""
+    lake = settings.lake.model_copy(update={"root": str(tmp_path / "lake")})
+    local = settings.model_copy(update={"lake": lake})
+    path = Lake(local).table("gold", "revenue")
+    spark.range(10).selectExpr("id", "id * 2 AS amount").write.format("delta").save(path)
+    spark.range(5).selectExpr("id + 10 AS id", "id AS amount").write.format("delta").mode("append").save(path)
+    assert catalog.register(spark, local, "gold", "revenue", path) is True
+    assert catalog.register(spark, local, "gold", "revenue", path) is False  # idempotent
+    assert spark.table("gold.revenue").count() == 15
+
+    config = write_config(local, tmp_path / "lakehouse.yaml")
+    script = textwrap.dedent(
+        """
+        from pipelines.config import load_settings
+        from pipelines.spark import build_spark
+        spark = build_spark(load_settings(), app_name="second-jvm")
+        latest = spark.table("gold.revenue").count()
+        first = spark.sql("SELECT count(*) AS n FROM gold.revenue VERSION AS OF 0").first()["n"]
+        operations = [r["operation"] for r in spark.sql("DESCRIBE HISTORY gold.revenue").collect()]
+        print("RESULT", latest, first, ",".join(operations))
+        spark.stop()
+        """
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "LAKEHOUSE_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    result = next(line for line in child.stdout.splitlines() if line.startswith("RESULT"))
+    assert result.split()[1:] == ["15", "10", "WRITE,WRITE"]
+
+
+def test_registering_another_lake_repoints_the_name(spark, settings: Settings, tmp_path: Path) -> None:
+    first, second = str(tmp_path / "a" / "ops" / "probe"), str(tmp_path / "b" / "ops" / "probe")
+    spark.range(3).write.format("delta").save(first)
+    spark.range(7).write.format("delta").save(second)
+    catalog.register(spark, settings, "ops", "probe", first)
+    assert spark.table("ops.probe").count() == 3
+    assert catalog.register(spark, settings, "ops", "probe", second) is True
+    assert spark.table("ops.probe").count() == 7
+    assert os.path.isdir(first), "re-pointing an external table never deletes its data"
+
+
+def test_bad_names_are_refused(spark, settings: Settings) -> None:
+    with pytest.raises(catalog.CatalogError, match="layer must be one of"):
+        catalog.register(spark, settings, "platinum", "x", "/tmp/nowhere")
+    with pytest.raises(catalog.CatalogError, match="name"):
+        catalog.register(spark, settings, "gold", "Drop Table", "/tmp/nowhere")
+
+
+def test_metastore_starts_and_stops_by_pid(tmp_path: Path) -> None:
+    metastore = EmbeddedMetastore(tmp_path / "ms")
+    assert metastore.running() is None
+    handle = metastore.start()
+    try:
+        assert metastore.start() == handle, "a second start returns the running server"
+        assert pid_alive(handle.pid)
+        assert handle.jdbc_url.startswith("jdbc:derby://127.0.0.1:")
+    finally:
+        assert metastore.stop() is True
+    assert not pid_alive(handle.pid)
+    assert metastore.running() is None and metastore.stop() is False
