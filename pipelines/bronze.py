@@ -270,7 +270,7 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
         (("ops", "bronze_progress"), PROGRESS_SCHEMA, ["topic"]),
         (("ops", "bronze_lag"), LAG_SCHEMA, ["topic"]),
     ):
-        ensure_table(spark, settings, layer, name, _spark_schema(schema), partitions)
+        ensure_table(spark, settings, layer, name, schema, partitions)
 
 
 class BatchWriter:
@@ -324,10 +324,12 @@ class BatchWriter:
             if not progress:
                 return
             txn = {"txnAppId": self.query_id(spark), "txnVersion": str(batch_id)}
-            self._append(parsed.where(is_event).select(BRONZE_EVENTS_SCHEMA.names), self.lake.bronze_events, txn)
-            self._append(
-                parsed.where(~is_event).select(BRONZE_QUARANTINE_SCHEMA.names), self.lake.bronze_quarantine, txn
-            )
+            # One file per table partition and batch: rows of a (tenant, day, type) arrive from every Kafka
+            # partition, so without the shuffle each reading task wrote its own small file into each of them.
+            events = parsed.where(is_event).select(BRONZE_EVENTS_SCHEMA.names)
+            self._append(events.repartition(*BRONZE_EVENTS_PARTITIONS), self.lake.bronze_events, txn)
+            quarantine = parsed.where(~is_event).select(BRONZE_QUARANTINE_SCHEMA.names)
+            self._append(quarantine.repartition(*BRONZE_QUARANTINE_PARTITIONS), self.lake.bronze_quarantine, txn)
             rows = [
                 {"query_id": txn["txnAppId"], "batch_id": batch_id, **row.asDict()}
                 for row in sorted(progress, key=lambda r: (r["topic"], r["partition"]))

@@ -13,12 +13,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from pipelines.config import Settings
 from pipelines.lake import LAYERS, Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-    from pyspark.sql.types import StructType
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # (session, qualified name) -> location already registered by this process: one metastore call per table.
@@ -40,6 +41,11 @@ def _quote(path: str) -> str:
     return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _location(spark: SparkSession, database: str, table: str) -> str:
+    """Where the metastore says a table lives (a metastore call; no Delta snapshot is loaded)."""
+    return str(spark._jsparkSession.sharedState().externalCatalog().getTable(database, table).location().toString())
+
+
 def register(spark: SparkSession, settings: Settings, layer: str, name: str, path: str) -> bool:
     """Make ``<layer>.<name>`` name the Delta table at ``path``; True when the catalog changed."""
     if not settings.catalog.enabled:
@@ -50,14 +56,14 @@ def register(spark: SparkSession, settings: Settings, layer: str, name: str, pat
     key = (id(spark), qualified)
     if _registered.get(key) == _normalize(path):
         return False
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
     changed = True
     if spark.catalog.tableExists(qualified):
-        current = spark.sql(f"DESCRIBE DETAIL {qualified}").first()
-        if current is not None and _normalize(current["location"]) == _normalize(path):
+        if _normalize(_location(spark, layer, name)) == _normalize(path):
             changed = False
         else:  # an external table: dropping the name leaves the data where it is
             spark.sql(f"DROP TABLE {qualified}")
+    else:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
     if changed:
         spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING delta LOCATION {_quote(path)}")
     _registered[key] = _normalize(path)
@@ -93,23 +99,34 @@ def sync(spark: SparkSession, settings: Settings) -> list[str]:
 
 
 def ensure_table(
-    spark: SparkSession, settings: Settings, layer: str, name: str, schema: StructType, partition_by: list[str]
+    spark: SparkSession, settings: Settings, layer: str, name: str, schema: pa.Schema, partition_by: list[str]
 ) -> str:
     """Create ``<layer>.<name>`` in the lake if missing (empty, with its schema and partitioning), register it,
     and return its path. An existing table with another schema or partitioning is an error, not silently used:
-    a job deploying a new definition must not run against the old one unnoticed."""
-    from delta.tables import DeltaTable
+    a job deploying a new definition must not run against the old one unnoticed. The check reads the Delta log
+    with delta-rs (milliseconds, no Spark job), so a stream's start-up stays short."""
+    from deltalake import DeltaTable, Schema
 
-    path = Lake(settings).table(layer, name)
-    if not DeltaTable.isDeltaTable(spark, path):
-        DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(*partition_by).execute()
-    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
-    existing = spark.read.format("delta").load(path).schema
+    lake = Lake(settings)
+    path = lake.table(layer, name)
+    options = lake.storage_options or None
+    if not DeltaTable.is_deltatable(path, options):
+        from delta.tables import DeltaTable as SparkDeltaTable
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        builder = SparkDeltaTable.createIfNotExists(spark).location(path).addColumns(from_arrow_schema(schema))
+        builder.partitionedBy(*partition_by).execute()
+    table = DeltaTable(path, storage_options=options)
+
+    def comparable(arrow: pa.Schema) -> list[tuple[str, str]]:
+        return [(f.name.lower(), str(f.type)) for f in pa.schema(Schema.from_arrow(arrow).to_arrow())]
+
+    existing = pa.schema(table.schema().to_arrow())
     problems = []
-    if [(f.name, f.dataType) for f in existing] != [(f.name, f.dataType) for f in schema]:
-        problems.append(f"schema is {existing.simpleString()}")
-    if detail is not None and list(detail["partitionColumns"]) != list(partition_by):
-        problems.append(f"partitioned by {list(detail['partitionColumns'])}")
+    if comparable(existing) != comparable(schema):
+        problems.append(f"schema is {existing.to_string(show_schema_metadata=False)}")
+    if list(table.metadata().partition_columns) != list(partition_by):
+        problems.append(f"partitioned by {table.metadata().partition_columns}")
     if problems:
         raise CatalogError(f"table {layer}.{name} at {path} exists with a different definition: " + "; ".join(problems))
     register(spark, settings, layer, name, path)
