@@ -73,6 +73,25 @@ def s3a_conf(storage_options: Mapping[str, str]) -> dict[str, str]:
     return conf
 
 
+def configure_s3a(spark: SparkSession, storage_options: Mapping[str, str], bucket: str | None = None) -> dict[str, str]:
+    """Apply ``s3a_conf(storage_options)`` to a running session's Hadoop configuration; returns what was set.
+
+    For a session built before the S3 endpoint or credentials were known (a notebook, a shared test
+    session). With ``bucket`` every ``fs.s3a.*`` setting is scoped to that bucket
+    (``fs.s3a.bucket.<bucket>.*``, S3A's per-bucket configuration), so other buckets keep the session's
+    settings. Applies to filesystems opened afterwards: S3A caches one per bucket once opened.
+    """
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    applied = {}
+    for key, value in s3a_conf(storage_options).items():
+        name = key.removeprefix("spark.hadoop.")
+        if bucket and name.startswith("fs.s3a."):
+            name = f"fs.s3a.bucket.{bucket}.{name.removeprefix('fs.s3a.')}"
+        hadoop.set(name, value)
+        applied[name] = value
+    return applied
+
+
 def catalog_conf(settings: Settings) -> dict[str, str]:
     """Spark settings for the configured catalog; starts the local metastore database when needed."""
     if not settings.catalog.enabled:

@@ -1,8 +1,9 @@
 """A Spark standalone cluster (1 master, N workers) on 127.0.0.1 from pyspark's own ``spark-class``.
 
-Used to prove the connectors run in separate executor processes exactly as on a real cluster,
-and handy for trying a multi-process setup on a laptop. Every process is recorded by PID and
-stopped by PID; workers get their own web UI port and work dir so nothing lands in the venv.
+Used to prove the pipelines run in separate executor processes exactly as on a real cluster (the jars
+reach the executors through ``spark.jars``), and handy for trying a multi-process setup on a laptop.
+Every process is recorded by PID and stopped by PID; workers get their own web UI port and work dir
+so nothing lands in the venv.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pyspark
 
-from pipelines.broker import free_port
+from pipelines.processes import free_port
 
 
 class ClusterError(RuntimeError):

@@ -99,7 +99,7 @@ def s3_server(tmp_session_dir: Path) -> Iterator[dict[str, str]]:
     import time
     import urllib.request
 
-    from pipelines.broker import free_port
+    from pipelines.processes import free_port
 
     port = free_port()
     log = open(tmp_session_dir / "moto.log", "wb")

@@ -108,7 +108,7 @@ def test_invalid_event_goes_to_dead_letter_with_reasons(isolated_settings: Setti
 
 
 def test_unreachable_broker_reports_undelivered(isolated_settings: Settings) -> None:
-    from pipelines.broker import free_port
+    from pipelines.processes import free_port
 
     settings = isolated_settings.model_copy(
         update={"producer": isolated_settings.producer.model_copy(update={"delivery_timeout_ms": 1500})}
