@@ -1,9 +1,10 @@
-"""Plumbing the silver and gold batch jobs share: date ranges, partition predicates, connector reads,
-atomic partition replacement and partition listing.
+"""Plumbing the silver and gold batch jobs share: date ranges, partition predicates, Delta reads,
+atomic partition replacement, catalog names and partition listing.
 
-Every job reads only the partitions it needs (the connector's ``filter`` option prunes by partition
-values) and replaces exactly the partitions it owns in ONE Delta commit (``replaceWhere``), so a run can
-be repeated or replayed and a reader never sees half of it.
+Every job reads only the partitions it needs (a filter on partition columns prunes files from the Delta
+log; data skipping uses the files' column statistics) and replaces exactly the partitions it owns in ONE
+Delta commit (``replaceWhere``), so a run can be repeated or replayed and a reader never sees half of it.
+Every table a job writes is then named in the catalog (``<layer>.<name>``, ``pipelines.catalog``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from pipelines.config import Settings
-from pipelines.connectors.delta import SHORT_NAME, spark_options
+from pipelines.lake import LAYERS, Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -59,6 +60,7 @@ def partition_predicate(tenants: Sequence[str] | None, date_column: str, days: I
 
 
 def table_exists(settings: Settings, path: str) -> bool:
+    """Whether ``path`` holds a Delta table (reads the log's listing only; no JVM needed)."""
     from deltalake import DeltaTable
 
     return DeltaTable.is_deltatable(path, settings.lake_storage_options() or None)
@@ -71,26 +73,44 @@ def read_table(
     filter_text: str | None = None,
     columns: Sequence[str] | None = None,
 ) -> DataFrame:
-    """A pruned read through the project's Delta connector (the filter is exact SQL, not a hint).
+    """The Delta table at ``path``, filtered by the SQL ``filter_text`` and cut to ``columns``.
 
-    ``columns`` prunes columns: pyspark 4.3 gives Python data sources no column-pruning hook, but a reader
-    built with a user-specified schema reads only that schema's columns from the parquet files. The schema is
-    taken from the table itself, so types stay exactly the table's.
+    The filter is applied before the column selection, so it may use columns the caller does not keep.
+    Delta prunes partitions and skips files from it; parquet reads only the selected columns.
     """
     if not table_exists(settings, path):
         raise BatchJobError(f"no Delta table at {path}; build the layer that produces it first")
-    reader = spark.read.format(SHORT_NAME).options(**spark_options(settings.lake_storage_options()))
+    df = spark.read.format("delta").load(path)
+    if columns is not None:
+        missing = [name for name in columns if name not in df.columns]
+        if missing:
+            raise BatchJobError(f"Delta table at {path} has no column(s) {missing}; it has {df.columns}")
     if filter_text:
-        reader = reader.option("filter", filter_text)
-    if columns is None:
-        return reader.load(path)
-    from pyspark.sql.types import StructType
+        df = df.where(filter_text)
+    return df if columns is None else df.select(*columns)
 
-    table_schema = reader.load(path).schema
-    missing = [name for name in columns if name not in table_schema.names]
-    if missing:
-        raise BatchJobError(f"Delta table at {path} has no column(s) {missing}; it has {table_schema.names}")
-    return reader.schema(StructType([table_schema[name] for name in columns])).load(path)
+
+def catalog_name(settings: Settings, path: str) -> tuple[str, str] | None:
+    """(layer, name) of a table path of the profile's lake (``<root>/<layer>/<name>``), else None."""
+    root = Lake(settings).root
+    relative = path.rstrip("/")
+    if not relative.startswith(root + "/"):
+        return None
+    parts = relative[len(root) + 1 :].split("/")
+    if len(parts) != 2 or parts[0] not in LAYERS:
+        return None
+    return parts[0], parts[1]
+
+
+def register_table(spark: SparkSession, settings: Settings, path: str) -> bool:
+    """Name the lake table at ``path`` in the catalog (``silver.events``, ...); True when the catalog changed.
+
+    Paths outside the lake's ``<layer>/<name>`` layout stay unnamed (read them by path).
+    """
+    from pipelines.catalog import register
+
+    name = catalog_name(settings, path)
+    return False if name is None else register(spark, settings, name[0], name[1], path)
 
 
 def replace_partitions(
@@ -98,18 +118,19 @@ def replace_partitions(
 ) -> None:
     """Atomically swap every partition matching ``predicate`` for the rows of ``df`` (one commit).
 
-    The connector refuses rows outside the predicate, so a bug cannot leak into partitions the job does
-    not own; an empty ``df`` removes the matching partitions (the source had nothing there).
+    Delta refuses rows outside the predicate (replaceWhere's constraint check), so a bug cannot leak into
+    partitions the job does not own; an empty ``df`` removes the matching partitions (the source had
+    nothing there). The first write creates the table. The table is then named in the catalog.
     """
     (
-        df.write.format(SHORT_NAME)
+        df.write.format("delta")
         .mode("overwrite")
-        .options(**spark_options(settings.lake_storage_options()))
         .option("replaceWhere", predicate)
-        .option("partitionBy", ",".join(partition_by))
         .option("userMetadata", description)
+        .partitionBy(*partition_by)
         .save(path)
     )
+    register_table(df.sparkSession, settings, path)
 
 
 def table_partitions(settings: Settings, path: str, columns: Sequence[str]) -> set[tuple]:

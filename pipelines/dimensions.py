@@ -17,8 +17,8 @@ load is deterministic and idempotent.
 (desktop / mobile / tablet / bot / other), os_family and browser_family. Only agents not yet in the table
 are parsed (inside Spark, one cached parser per worker) and inserted with an insert-only MERGE.
 
-Both are written on the driver with delta-rs: they are small, and this keeps the connector's one commit
-per job for the big tables.
+Both are small Delta tables written by Spark (users: one overwrite of the loaded tenants' partitions;
+devices: the MERGE) and named in the catalog as ``silver.dim_users`` and ``silver.dim_devices``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipelines.batch import read_table, sql_in, table_exists
+from pipelines.batch import read_table, register_table, sql_in, table_exists
 from pipelines.config import Settings
 from pipelines.lake import Lake
 from pipelines.pii import pseudonym
@@ -248,8 +248,6 @@ def load_users(
     signups: list[Signup] | None = None,
 ) -> UsersLoad:
     """Rebuild ``silver.dim_users`` for ``tenants`` (None: every tenant) in one atomic commit."""
-    from deltalake import write_deltalake
-
     file_rows = read_users_file(Path(settings.resolve_path(settings.silver.dimensions_dir)) / USERS_FILE)
     if tenants is not None:
         wanted = set(tenants)
@@ -259,26 +257,19 @@ def load_users(
         signups = first_signups(spark, settings, tenants) if has_bronze else []
     rows = users_rows(key, file_rows, signups)
     path = users_path(settings)
-    options = settings.lake_storage_options() or None
-    table = pa.Table.from_pylist(rows, schema=USERS_SCHEMA)
-    if tenants is None or not table_exists(settings, path):
-        write_deltalake(
-            path,
-            table,
-            mode="overwrite",
-            partition_by=["tenant_id"],
-            storage_options=options,
-            schema_mode="overwrite" if tenants is None else None,
-        )
+    frame = spark.createDataFrame(pa.Table.from_pylist(rows, schema=USERS_SCHEMA))
+    writer = (
+        frame.write.format("delta")
+        .mode("overwrite")
+        .partitionBy("tenant_id")
+        .option("userMetadata", "dimensions load users")
+    )
+    if tenants is None:
+        writer = writer.option("overwriteSchema", "true")  # every tenant: the whole table, current definition
     else:
-        write_deltalake(
-            path,
-            table,
-            mode="overwrite",
-            predicate=sql_in("tenant_id", tenants),
-            partition_by=["tenant_id"],
-            storage_options=options,
-        )
+        writer = writer.option("replaceWhere", sql_in("tenant_id", tenants))  # only the loaded tenants
+    writer.save(path)
+    register_table(spark, settings, path)
     loaded_tenants = sorted({row["tenant_id"] for row in rows} | set(tenants or ()))
     return UsersLoad(
         loaded_tenants,
@@ -338,18 +329,19 @@ def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFr
     from pipelines import tables
 
     path = devices_path(settings)
-    options = settings.lake_storage_options() or None
     candidates = user_agents.toDF("user_agent").where("user_agent IS NOT NULL").distinct()
-    if table_exists(settings, path):
+    exists = table_exists(settings, path)
+    if exists:
         known = read_table(spark, settings, path).select("user_agent")
         candidates = candidates.join(known, "user_agent", "left_anti")
-    new = candidates.mapInArrow(_parse_batches, from_arrow_schema(DEVICES_SCHEMA)).collect()
-    if not new:
+    new = candidates.mapInArrow(_parse_batches, from_arrow_schema(DEVICES_SCHEMA)).toArrow()
+    if new.num_rows == 0:
         return 0
-    tables.create_table(path, DEVICES_SCHEMA, storage_options=options, description="user agent -> device")
-    source = pa.Table.from_pylist([row.asDict() for row in new], schema=DEVICES_SCHEMA)
-    tables.merge(path, source, "t.user_agent = s.user_agent", update=False, storage_options=options)
-    return len(new)
+    if not exists:
+        tables.create_table(spark, path, DEVICES_SCHEMA, description="user agent -> device")
+    tables.merge(spark, path, new.cast(DEVICES_SCHEMA), "t.user_agent = s.user_agent", update=False)
+    register_table(spark, settings, path)
+    return new.num_rows
 
 
 def read_devices(spark: SparkSession, settings: Settings) -> DataFrame | None:

@@ -126,7 +126,7 @@ COLUMNS = (
     "bronze_partition",
     "bronze_offset",
 )
-# The bronze columns transform() reads (raw_value, the largest, is never needed: the connector skips it).
+# The bronze columns transform() reads (raw_value, the largest, is never needed: parquet skips it).
 BRONZE_INPUT_COLUMNS = (
     "event_id",
     "event_type",

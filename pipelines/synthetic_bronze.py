@@ -2,7 +2,7 @@
 
 The streaming bronze job is the real producer of ``bronze.events``; silver and gold only depend on the
 table contract (:data:`pipelines.lake.BRONZE_EVENTS_SCHEMA`), so their tests write that contract directly
-with delta-rs on the driver. Values follow bronze's rules: ``properties``/``context`` are compact JSON with
+with a Spark Delta write. Values follow bronze's rules: ``properties``/``context`` are compact JSON with
 sorted keys, ``event_date`` is the UTC date of ``occurred_at``.
 """
 
@@ -12,12 +12,15 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from pipelines.generator import GeneratedMessage
 from pipelines.lake import BRONZE_EVENTS_PARTITIONS, BRONZE_EVENTS_SCHEMA
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def _timestamp(value: str | datetime) -> datetime:
@@ -89,10 +92,11 @@ def bronze_rows_from_generated(messages: Iterable[GeneratedMessage], partitions:
     return rows
 
 
-def write_bronze(
-    path: str, table: pa.Table, mode: str = "append", storage_options: dict[str, str] | None = None
-) -> None:
-    """Write (append) rows to bronze.events with its partitioning, from the driver (delta-rs)."""
-    from deltalake import write_deltalake
+def write_bronze(spark: SparkSession, path: str, table: pa.Table, mode: str = "append") -> None:
+    """Write (append) rows to bronze.events with its partitioning, in one Delta commit.
 
-    write_deltalake(path, table, mode=mode, partition_by=BRONZE_EVENTS_PARTITIONS, storage_options=storage_options)
+    The Arrow table is cast to :data:`BRONZE_EVENTS_SCHEMA` first, so the Spark columns are exactly the
+    contract's: UTC timestamps, ``event_date`` date, ``version``/``partition`` int, ``raw_value`` binary.
+    """
+    frame = spark.createDataFrame(table.select(BRONZE_EVENTS_SCHEMA.names).cast(BRONZE_EVENTS_SCHEMA))
+    frame.write.format("delta").mode(mode).partitionBy(*BRONZE_EVENTS_PARTITIONS).save(path)

@@ -1,70 +1,98 @@
-"""Driver-side Delta table utilities: thin, typed wrappers over delta-rs.
+"""Driver-side Delta table chores over delta-spark: idempotent creation, properties, small upserts,
+compaction, vacuum and history.
 
-They run in the driver / orchestrator process (never inside Spark executors: delta-rs panics in forked
-processes). Spark jobs read and write through the ``lakehouse_delta`` connector; these helpers cover
-the table chores around them: idempotent creation, small upserts, compaction, vacuum, checkpoints and
-history.
+Every function takes the job's SparkSession (Delta extensions on, see ``pipelines.spark``) and a table
+path; storage credentials come from the session (S3A), so a path is the same string everywhere. Jobs
+write their data with ``df.write.format("delta")``; these helpers cover the table work around it.
+Checkpoints need no helper: Delta writes one every ``delta.checkpointInterval`` commits (10 by default).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipelines.connectors.delta import TableLocation, arrow_filesystem
-
 if TYPE_CHECKING:
     import pandas as pd
-    from deltalake import DeltaTable
+    from delta.tables import DeltaTable
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
+
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+# VACUUM lists the table's folders in this many tasks; Spark's default (10000) is sized for clusters listing
+# huge trees and costs minutes of task scheduling on a laptop. vacuum() uses the session's parallelism.
+LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 
 
 class TableError(ValueError):
     """A table utility could not do what was asked; the message names the table and the reason."""
 
 
-def _table(path: str, storage_options: Mapping[str, str] | None) -> DeltaTable:
-    from deltalake import DeltaTable
+def delta_identifier(path: str) -> str:
+    """``delta.`<path>``` for SQL commands on a table by path (backticks in the path doubled)."""
+    return "delta.`" + path.replace("`", "``") + "`"
 
-    if not DeltaTable.is_deltatable(path, dict(storage_options or {}) or None):
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def _table(spark: SparkSession, path: str) -> DeltaTable:
+    from delta.tables import DeltaTable
+
+    if not _exists(spark, path):
         raise TableError(f"no Delta table at {path!r}")
-    return DeltaTable(path, storage_options=dict(storage_options or {}) or None)
+    return DeltaTable.forPath(spark, path)
 
 
-def _arrow_schema(schema: pa.Schema | StructType) -> pa.Schema:
+def _spark_schema(schema: pa.Schema | StructType) -> StructType:
     if isinstance(schema, pa.Schema):
-        return schema
-    from pyspark.sql.pandas.types import to_arrow_schema
+        from pyspark.sql.pandas.types import from_arrow_schema
 
-    return to_arrow_schema(schema, timezone="UTC")
+        return from_arrow_schema(schema)
+    return schema
 
 
-def table_version(path: str, storage_options: Mapping[str, str] | None = None) -> int | None:
+def _comparable(schema: StructType) -> list[tuple[str, str]]:
+    """Names and types, not nullability: Delta stores DataFrame-written columns as nullable."""
+    return [(f.name.lower(), f.dataType.simpleString()) for f in schema.fields]
+
+
+def _frame(spark: SparkSession, source: DataFrame | pa.Table | pd.DataFrame) -> DataFrame:
+    from pyspark.sql import DataFrame
+
+    if isinstance(source, DataFrame):
+        return source
+    table = source if isinstance(source, pa.Table) else pa.Table.from_pandas(source, preserve_index=False)
+    return spark.createDataFrame(table)
+
+
+def table_version(spark: SparkSession, path: str) -> int | None:
     """Latest version, or None when there is no table yet (lets jobs branch on first runs)."""
-    from deltalake import DeltaTable
-
-    options = dict(storage_options or {}) or None
-    if not DeltaTable.is_deltatable(path, options):
+    if not _exists(spark, path):
         return None
-    return DeltaTable(path, storage_options=options).version()
+    return _latest_version(_table(spark, path))
 
 
-def _comparable(schema: pa.Schema) -> list[tuple[str, str]]:
-    from deltalake import Schema
-
-    canonical = pa.schema(Schema.from_arrow(schema).to_arrow())
-    return [(f.name.lower(), str(f.type)) for f in canonical]
+def _latest_version(table: DeltaTable) -> int:
+    return int(table.history(1).select("version").first()[0])
 
 
 def create_table(
+    spark: SparkSession,
     path: str,
     schema: pa.Schema | StructType,
     partition_by: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
-    storage_options: Mapping[str, str] | None = None,
     description: str | None = None,
 ) -> int:
     """Create the table if missing and return its version; re-running with the same definition is a no-op.
@@ -72,123 +100,130 @@ def create_table(
     An existing table with a different schema or partitioning is an error rather than silently kept:
     a job deploying a new table definition must not run against the old one unnoticed.
     """
-    from deltalake import DeltaTable, Schema
+    from delta.tables import DeltaTable
 
-    arrow = _arrow_schema(schema)
-    options = dict(storage_options or {}) or None
-    if not DeltaTable.is_deltatable(path, options):
-        DeltaTable.create(
-            path,
-            Schema.from_arrow(arrow),
-            mode="ignore",  # a concurrent creator wins; the comparison below still guards the definition
-            partition_by=list(partition_by) or None,
-            description=description,
-            configuration=dict(properties or {}) or None,
-            storage_options=options,
-        )
-    table = DeltaTable(path, storage_options=options)
-    existing = pa.schema(table.schema().to_arrow())
+    wanted = _spark_schema(schema)
+    if not _exists(spark, path):
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(wanted)
+        if partition_by:
+            builder = builder.partitionedBy(*partition_by)
+        if description:
+            builder = builder.comment(description)
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
+        builder.execute()  # a concurrent creator wins; the comparison below still guards the definition
+    table = DeltaTable.forPath(spark, path)
+    existing = table.toDF().schema
+    partitions = list(table.detail().select("partitionColumns").first()[0])
     problems = []
-    if _comparable(existing) != _comparable(arrow):
-        problems.append(f"schema is {existing.to_string(show_schema_metadata=False)}")
-    if list(table.metadata().partition_columns) != list(partition_by):
-        problems.append(f"partitioned by {table.metadata().partition_columns}")
+    if _comparable(existing) != _comparable(wanted):
+        problems.append(f"schema is {existing.simpleString()}")
+    if partitions != list(partition_by):
+        problems.append(f"partitioned by {partitions}")
     if problems:
         raise TableError(f"table {path!r} exists with a different definition: " + "; ".join(problems))
-    return table.version()
+    return _latest_version(table)
 
 
-def set_properties(path: str, properties: Mapping[str, str], storage_options: Mapping[str, str] | None = None) -> None:
+def set_properties(spark: SparkSession, path: str, properties: Mapping[str, str]) -> None:
     """Change table properties (e.g. delta.logRetentionDuration) in one commit."""
-    _table(path, storage_options).alter.set_table_properties(dict(properties), raise_if_not_exists=False)
+    _table(spark, path)
+    if not properties:
+        return
+    pairs = ", ".join(f"{sql_literal(key)} = {sql_literal(value)}" for key, value in properties.items())
+    spark.sql(f"ALTER TABLE {delta_identifier(path)} SET TBLPROPERTIES ({pairs})")
 
 
 def merge(
+    spark: SparkSession,
     path: str,
-    source: pa.Table | pd.DataFrame,
+    source: DataFrame | pa.Table | pd.DataFrame,
     predicate: str,
     *,
     source_alias: str = "s",
     target_alias: str = "t",
     update: bool = True,
     insert: bool = True,
-    storage_options: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Upsert a small source (dimension rows, corrections) in one MERGE commit; returns delta-rs metrics.
+) -> dict[str, int]:
+    """Upsert ``source`` in one MERGE commit; returns Delta's counts (num_affected_rows, num_updated_rows,
+    num_deleted_rows, num_inserted_rows).
 
-    Large sources belong in Spark; this runs on the driver and holds the source in memory.
+    ``update=False`` makes it insert-only (rows whose key exists are left alone), which Delta runs as one
+    anti join plus an append.
     """
     if not (update or insert):
         raise TableError("merge needs update and/or insert")
-    data = source if isinstance(source, pa.Table) else pa.Table.from_pandas(source, preserve_index=False)
-    merger = _table(path, storage_options).merge(
-        source=data, predicate=predicate, source_alias=source_alias, target_alias=target_alias
-    )
+    table = _table(spark, path)
+    merger = table.alias(target_alias).merge(_frame(spark, source).alias(source_alias), predicate)
     if update:
-        merger = merger.when_matched_update_all()
+        merger = merger.whenMatchedUpdateAll()
     if insert:
-        merger = merger.when_not_matched_insert_all()
-    return merger.execute()
+        merger = merger.whenNotMatchedInsertAll()
+    row = merger.execute().first()
+    return {} if row is None else {name: int(value or 0) for name, value in row.asDict().items()}
 
 
-def compact(
-    path: str,
-    target_size: int | None = None,
-    partition_filters: list[tuple[str, str, Any]] | None = None,
-    storage_options: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Bin-pack small files (streaming micro-batches leave many) into ~target_size files; returns metrics."""
-    return _table(path, storage_options).optimize.compact(partition_filters=partition_filters, target_size=target_size)
+def compact(spark: SparkSession, path: str, where: str | None = None) -> dict[str, Any]:
+    """``OPTIMIZE``: bin-pack small files (streaming micro-batches leave many); returns Delta's metrics.
+
+    ``where`` limits it to partitions (a predicate on partition columns only). Safe while writers append:
+    compaction rewrites, it never changes rows, and conflicts are detected at commit.
+    """
+    _table(spark, path)
+    condition = f" WHERE {where}" if where else ""
+    row = spark.sql(f"OPTIMIZE {delta_identifier(path)}{condition}").first()
+    return {} if row is None else row["metrics"].asDict(recursive=True)
+
+
+@contextmanager
+def _session_conf(spark: SparkSession, overrides: Mapping[str, str]) -> Iterator[None]:
+    """Set session settings for one command and put the previous values back."""
+    previous = {key: spark.conf.get(key, None) for key in overrides}
+    for key, value in overrides.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def vacuum(
+    spark: SparkSession,
     path: str,
-    retention_hours: int | None = None,
+    retention_hours: float | None = None,
     dry_run: bool = True,
     enforce_retention_duration: bool = True,
-    full: bool = False,
-    storage_options: Mapping[str, str] | None = None,
+    full: bool = True,
 ) -> list[str]:
-    """Delete unreferenced files older than the retention; dry-run by default, returns the files.
+    """Files no version within the retention needs (dry run, the default) or that were deleted.
 
-    ``full=True`` also lists files no commit ever referenced: orphans of writes that died before their
-    commit (a killed driver, a failed task on a lost executor). A retention shorter than the longest
-    running query or time-travel need breaks those readers, hence enforce_retention_duration by default.
+    ``full`` (Delta's default) lists the table's directory, so it also finds files no commit ever
+    referenced: orphans of writes that died before their commit (a killed driver, a failed task on a lost
+    executor); ``full=False`` is ``VACUUM LITE``, which only looks at files the log removed. A retention
+    shorter than the table's (``delta.deletedFileRetentionDuration``, 7 days by default) can break
+    running queries and time travel, so Delta refuses it unless ``enforce_retention_duration=False``
+    (Delta's ``retentionDurationCheck``, switched off for this call only). When files are deleted, the
+    list is the dry run taken just before. The directory listing runs in the session's default parallelism.
     """
-    return _table(path, storage_options).vacuum(
-        retention_hours=retention_hours,
-        dry_run=dry_run,
-        enforce_retention_duration=enforce_retention_duration,
-        full=full,
-    )
+    _table(spark, path)
+    command = f"VACUUM {delta_identifier(path)}" + ("" if full else " LITE")
+    if retention_hours is not None:
+        hours = int(retention_hours) if float(retention_hours).is_integer() else float(retention_hours)
+        command += f" RETAIN {hours} HOURS"
+    overrides = {LISTING_PARALLELISM: str(max(1, spark.sparkContext.defaultParallelism))}
+    if not enforce_retention_duration:
+        overrides[RETENTION_CHECK] = "false"
+    with _session_conf(spark, overrides):
+        files = sorted(row["path"] for row in spark.sql(command + " DRY RUN").collect())
+        if not dry_run:
+            spark.sql(command).collect()
+    return files
 
 
-def last_checkpoint_version(path: str, storage_options: Mapping[str, str] | None = None) -> int | None:
-    """Version of the newest checkpoint (from ``_delta_log/_last_checkpoint``), None if there is none."""
-    filesystem, root = arrow_filesystem(TableLocation.of(path, storage_options))
-    try:
-        with filesystem.open_input_stream(f"{root}/_delta_log/_last_checkpoint") as handle:
-            return int(json.loads(handle.read())["version"])
-    except FileNotFoundError:
-        return None
-
-
-def maybe_checkpoint(path: str, every: int, storage_options: Mapping[str, str] | None = None) -> bool:
-    """Write a checkpoint when ``every`` commits have passed since the last one; True if one was written.
-
-    Streaming tables gain a commit per micro-batch; a checkpoint keeps snapshot loading (every read and
-    every commit) from replaying thousands of JSON commits.
-    """
-    if every < 1:
-        raise TableError(f"maybe_checkpoint: every must be >= 1, got {every}")
-    table = _table(path, storage_options)
-    last = last_checkpoint_version(path, storage_options)
-    if table.version() - (last if last is not None else -1) < every:
-        return False
-    table.create_checkpoint()
-    return True
-
-
-def history(path: str, limit: int | None = None, storage_options: Mapping[str, str] | None = None) -> list[dict]:
-    """Commit infos, newest first (operation, parameters, metrics, version, timestamp)."""
-    return _table(path, storage_options).history(limit)
+def history(spark: SparkSession, path: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Commit infos, newest first (version, timestamp, operation, operationParameters, operationMetrics, ...)."""
+    return [row.asDict(recursive=True) for row in _table(spark, path).history(limit).collect()]

@@ -196,7 +196,7 @@ def prepared(bronze: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def gold_lake(spark, tmp_path_factory):
     settings = lake_settings(tmp_path_factory.mktemp("gold"))
     bronze = fixture_rows()
-    write_bronze(Lake(settings).bronze_events, bronze_table(bronze))
+    write_bronze(spark, Lake(settings).bronze_events, bronze_table(bronze))
     silver.build(spark, settings, D1, D5)
     result = gold.build(spark, settings, D1, D5)
     tables = {name: read_rows(spark, gold.table_path(settings, name)) for name in gold.TABLES}
@@ -312,7 +312,7 @@ def test_event_rate_anomalies(spark, tmp_path: Path) -> None:
                     props=props[event_type],
                 )
                 rows.append(bronze_row(e, f"{day}T23:00:00Z", "events", 0, n))
-    write_bronze(Lake(settings).bronze_events, bronze_table(rows))
+    write_bronze(spark, Lake(settings).bronze_events, bronze_table(rows))
     silver.build(spark, settings, D1, D5)
     result = gold.build(spark, settings, D1, D5)
 
@@ -363,7 +363,7 @@ def test_generated_stream_reconciles_with_truth(spark, tmp_path: Path) -> None:
     settings = lake_settings(tmp_path)
     messages, truth = generate(spec, settings.kafka.topic_for_event_type)
     write_users_file(sample_users(messages), Path(settings.resolve_path(settings.silver.dimensions_dir)) / "users.csv")
-    write_bronze(Lake(settings).bronze_events, bronze_table(bronze_rows_from_generated(messages)))
+    write_bronze(spark, Lake(settings).bronze_events, bronze_table(bronze_rows_from_generated(messages)))
     last = spec.start_date + timedelta(days=spec.days - 1)
     built = silver.build(spark, settings, spec.start_date, last)
     gold.build(spark, settings, spec.start_date, last)

@@ -17,7 +17,6 @@ from test_silver import D1, D5, fixture_rows, lake_settings, read_rows
 
 from pipelines import gold, silver
 from pipelines.config import PROJECT_ROOT, Settings
-from pipelines.connectors.delta import PAUSE_BEFORE_COMMIT_ENV
 from pipelines.lake import Lake
 from pipelines.replay import parse_layers, replay
 from pipelines.synthetic_bronze import bronze_table, write_bronze
@@ -51,8 +50,8 @@ def files_by_tenant(settings: Settings) -> dict[tuple[str, str], set[str]]:
 
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory) -> Settings:
-    settings = lake_settings(tmp_path_factory.mktemp("replay"))
-    write_bronze(Lake(settings).bronze_events, bronze_table(fixture_rows()))
+    settings = lake_settings(tmp_path_factory.mktemp("replay"), catalog=True)  # builds name their tables
+    write_bronze(spark, Lake(settings).bronze_events, bronze_table(fixture_rows()))
     silver.build(spark, settings, D1, D5)
     gold.build(spark, settings, D1, D5)
     return settings
@@ -88,41 +87,72 @@ def test_layers_option() -> None:
         parse_layers("bronze")
 
 
+def test_tables_are_named_in_the_catalog(spark, built: Settings) -> None:
+    replay(spark, built, D5, D5)  # the latest build names this lake's tables (other tests' lakes re-point them)
+    for name, path in table_paths(built).items():
+        assert spark.table(name).count() == spark.read.format("delta").load(path).count(), name
+    location = spark.sql("DESCRIBE DETAIL gold.revenue").first()["location"]
+    assert location.removeprefix("file:").rstrip("/") == gold.table_path(built, "revenue")
+    version = DeltaTable(gold.table_path(built, "revenue")).version()
+    previous = spark.sql(f"SELECT * FROM gold.revenue VERSION AS OF {version - 1}").collect()
+    assert sorted(map(repr, previous)) == sorted(map(repr, spark.table("gold.revenue").collect()))  # same rows
+
+
 def _snapshot(spark, settings: Settings) -> tuple[int, list[dict[str, Any]]]:
     path = silver.events_path(settings)
     return DeltaTable(path).version(), sorted(read_rows(spark, path), key=lambda r: r["event_id"])
 
 
+def _data_files(table: Path) -> set[str]:
+    """Parquet files under a table's partition folders (the log's own checkpoints excluded)."""
+    found = set()
+    for folder, subfolders, files in os.walk(table):
+        subfolders[:] = [name for name in subfolders if not name.startswith(("_", "."))]
+        found.update(os.path.relpath(os.path.join(folder, name), table) for name in files if name.endswith(".parquet"))
+    return found
+
+
 @pytest.mark.slow
-def test_job_killed_before_commit_leaves_previous_version(spark, built: Settings, tmp_path: Path) -> None:
+def test_job_killed_before_commit_leaves_previous_version(spark, built: Settings, metastore) -> None:
+    """A real `silver build` in a child process, SIGKILLed once its first data file exists and before its commit.
+
+    Delta writes data files straight into the partition folders and makes them visible with one log entry
+    after every task finished; with one core and several write tasks that entry comes well after the first
+    file. The files a killed job leaves behind are orphans that readers never see (VACUUM removes them).
+    """
     version, rows = _snapshot(spark, built)
-    marker = tmp_path / "paused"
+    table = Path(silver.events_path(built))
+    before = _data_files(table)
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE")},
         "LAKEHOUSE_PROFILE": "local",
         "LAKEHOUSE__LAKE__ROOT": built.lake_root,
         "LAKEHOUSE__SILVER__DIMENSIONS_DIR": built.resolve_path(built.silver.dimensions_dir),
         "LAKEHOUSE__SPARK__MASTER": "local[1]",
+        "LAKEHOUSE__CATALOG__STATE_DIR": metastore.home,  # attach to the running test metastore
         "SPARK_LOCAL_IP": "127.0.0.1",
-        PAUSE_BEFORE_COMMIT_ENV: str(marker),
     }
     child = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "silver", "build", "--from", str(D1), "--to", str(D5)],
         cwd=PROJECT_ROOT,
         env=environ,
-        start_new_session=True,
+        start_new_session=True,  # driver, JVM and Python workers share one process group
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    new: set[str] = set()
     try:
         deadline = time.monotonic() + 300
-        while not marker.exists():
+        while not new:
             assert child.poll() is None, child.stderr.read().decode()[-3000:] if child.stderr else "child died"
-            assert time.monotonic() < deadline, "the silver job never reached its commit"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "the silver job never wrote a data file"
+            time.sleep(0.002)
+            new = _data_files(table) - before
     finally:
-        os.killpg(child.pid, signal.SIGKILL)  # driver, JVM and Python workers share the process group
+        os.killpg(child.pid, signal.SIGKILL)
         child.wait(30)
         if child.stderr:
             child.stderr.close()
-    assert _snapshot(spark, built) == (version, rows)  # the data files exist, the commit never happened
+    commits = [entry.read_text() for entry in (table / "_delta_log").glob("*.json")]
+    assert not any(name in text for name in new for text in commits)  # written, never committed
+    assert _snapshot(spark, built) == (version, rows)

@@ -1,7 +1,7 @@
 """silver.events from a hand-written bronze fixture: dedup, upcast, PII, stitching, sessions, enrichment, late data.
 
-Bronze is written directly with delta-rs (pipelines.synthetic_bronze); expected values are spelled out by
-hand or computed here with plain Python (hmac, ipaddress), never with the code under test.
+Bronze is written directly with a Spark Delta write (pipelines.synthetic_bronze); expected values are spelled
+out by hand or computed here with plain Python (hmac, ipaddress), never with the code under test.
 """
 
 from __future__ import annotations
@@ -205,8 +205,13 @@ def fixture_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def lake_settings(root: Path, users_csv: str = USERS_CSV, **overrides: Any) -> Settings:
-    """The local profile on its own lake under ``root``; overrides like ``gold__anomaly_window_days=4``."""
+def lake_settings(root: Path, users_csv: str = USERS_CSV, *, catalog: bool = False, **overrides: Any) -> Settings:
+    """The local profile on its own lake under ``root``; overrides like ``gold__anomaly_window_days=4``.
+
+    ``catalog=False`` (the default) leaves table names alone: every test has its own lake, and naming its
+    tables would re-point ``silver.events`` & co. in the shared metastore on every build (tests/test_replay.py
+    checks the naming).
+    """
     dims = root / "dims"
     dims.mkdir(parents=True, exist_ok=True)
     (dims / "users.csv").write_text(users_csv)
@@ -216,13 +221,14 @@ def lake_settings(root: Path, users_csv: str = USERS_CSV, **overrides: Any) -> S
         "LAKEHOUSE__LAKE__ROOT": str(root / "lake"),
         "LAKEHOUSE__SILVER__DIMENSIONS_DIR": str(dims),
         "LAKEHOUSE__SPARK__MASTER": "local[2]",
+        "LAKEHOUSE__CATALOG__METASTORE": "embedded" if catalog else "none",
     }
     environ |= {f"LAKEHOUSE__{name.upper()}": str(value) for name, value in overrides.items()}
     return load_settings(environ=environ)
 
 
 def read_rows(spark, path: str) -> list[dict[str, Any]]:
-    return [row.asDict() for row in spark.read.format("lakehouse_delta").load(path).collect()]
+    return [row.asDict() for row in spark.read.format("delta").load(path).collect()]
 
 
 def key_of(settings: Settings, tenant: str, identity: str) -> str:
@@ -232,7 +238,7 @@ def key_of(settings: Settings, tenant: str, identity: str) -> str:
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory) -> tuple[Settings, silver.SilverResult, dict[str, dict[str, Any]]]:
     settings = lake_settings(tmp_path_factory.mktemp("silver"))
-    write_bronze(Lake(settings).bronze_events, bronze_table(fixture_rows()))
+    write_bronze(spark, Lake(settings).bronze_events, bronze_table(fixture_rows()))
     result = silver.build(spark, settings, D1, D5)
     rows = read_rows(spark, silver.events_path(settings))
     by_id = {row["event_id"]: row for row in rows}
@@ -364,12 +370,14 @@ def test_late_event_rebuilds_its_day(spark, tmp_path: Path) -> None:
     bronze = Lake(settings).bronze_events
     on_time = [BY_ID["e01"], BY_ID["e07"]]
     write_bronze(
-        bronze, bronze_table(bronze_row(e, ingest(e["occurred_at"]), "events", 0, n) for n, e in enumerate(on_time))
+        spark,
+        bronze,
+        bronze_table(bronze_row(e, ingest(e["occurred_at"]), "events", 0, n) for n, e in enumerate(on_time)),
     )
     first = silver.build(spark, settings, D1, D2)
     assert first.late_days == []
     late = event("l01", "page_view", at(D1, "15:00:00"), user="u1", session="s6", props=page(f"{SHOP}/"))
-    write_bronze(bronze, bronze_table([bronze_row(late, ingest(at(D3, "08:00:00")), "events", 0, 9)]))
+    write_bronze(spark, bronze, bronze_table([bronze_row(late, ingest(at(D3, "08:00:00")), "events", 0, 9)]))
     second = silver.build(spark, settings, D3, D3)
     assert second.late_days == [D1] and second.days == [D1, D3]
     rows = read_rows(spark, silver.events_path(settings))
@@ -382,14 +390,18 @@ def test_a_signup_restitches_the_visitors_earlier_days(spark, tmp_path: Path) ->
     bronze = Lake(settings).bronze_events
     visits = [BY_ID["e06"], BY_ID["e01"]]  # a1 browses on D1; u1 is unrelated
     write_bronze(
-        bronze, bronze_table(bronze_row(e, ingest(e["occurred_at"]), "events", 0, n) for n, e in enumerate(visits))
+        spark,
+        bronze,
+        bronze_table(bronze_row(e, ingest(e["occurred_at"]), "events", 0, n) for n, e in enumerate(visits)),
     )
     day_one = silver.build(spark, settings, D1, D1)
     assert day_one.restitched_days == []
     before = {r["event_id"]: r["user_key"] for r in read_rows(spark, silver.events_path(settings))}
     assert before["e06"] == key_of(settings, "t1", "a1")
 
-    write_bronze(bronze, bronze_table([bronze_row(BY_ID["e07"], ingest(BY_ID["e07"]["occurred_at"]), "events", 0, 2)]))
+    write_bronze(
+        spark, bronze, bronze_table([bronze_row(BY_ID["e07"], ingest(BY_ID["e07"]["occurred_at"]), "events", 0, 2)])
+    )
     day_two = silver.build(spark, settings, D2, D2)
     assert day_two.restitched_days == [D1] and day_two.days == [D1, D2] and day_two.late_days == []
     rows = {r["event_id"]: r for r in read_rows(spark, silver.events_path(settings))}

@@ -1,104 +1,122 @@
-"""Driver-side table utilities (pipelines.tables) on real delta-rs tables in tmp_path."""
+"""Driver-side table utilities (pipelines.tables) over delta-spark, on tables in tmp_path.
+
+Results are checked with delta-rs as well: every table the platform writes must stay readable by it.
+"""
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from pipelines import tables
 
+pytestmark = pytest.mark.integration
+
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("day", pa.string())])
 
 
-def test_table_version_is_none_until_created(tmp_path: Path) -> None:
-    path = str(tmp_path / "t")
-    assert tables.table_version(path) is None
-    assert tables.create_table(path, SCHEMA, partition_by=["day"], properties={"delta.appendOnly": "false"}) == 0
-    assert tables.table_version(path) == 0
+def append(spark, path: str, *rows: tuple[int, str, str]) -> None:
+    """One commit, one data file (Spark's task 0 would also leave an empty, uncommitted file behind)."""
+    frame = spark.createDataFrame(list(rows), "id bigint, name string, day string").coalesce(1)
+    frame.write.format("delta").mode("append").save(path)
 
 
-def test_create_table_is_idempotent_and_guards_the_definition(tmp_path: Path) -> None:
+def data_files(path: str) -> list[Path]:
+    return [p for p in Path(path).rglob("*.parquet") if "_delta_log" not in p.parts]
+
+
+def test_create_table_is_idempotent_and_guards_the_definition(spark, tmp_path: Path) -> None:
     path = str(tmp_path / "t")
-    tables.create_table(path, SCHEMA, partition_by=["day"], description="events by day")
-    write_deltalake(path, pa.table({"id": [1], "name": ["a"], "day": ["d1"]}, schema=SCHEMA), mode="append")
+    assert tables.table_version(spark, path) is None
+    created = tables.create_table(
+        spark, path, SCHEMA, partition_by=["day"], properties={"delta.appendOnly": "false"}, description="by day"
+    )
+    assert created == 0 and tables.table_version(spark, path) == 0
+    append(spark, path, (1, "a", "d1"))
     # Same definition (also as a Spark schema): no new commit.
     spark_schema = StructType(
         [StructField("id", LongType()), StructField("name", StringType()), StructField("day", StringType())]
     )
-    assert tables.create_table(path, spark_schema, partition_by=["day"]) == 1
-    assert DeltaTable(path).metadata().description == "events by day"
-    with pytest.raises(tables.TableError, match=r"different definition.*partitioned by"):
-        tables.create_table(path, SCHEMA, partition_by=["name"])
-    with pytest.raises(tables.TableError, match="different definition"):
-        tables.create_table(path, pa.schema([("id", pa.int32())]), partition_by=["day"])
+    assert tables.create_table(spark, path, spark_schema, partition_by=["day"]) == 1
+    metadata = DeltaTable(path).metadata()
+    assert metadata.description == "by day" and metadata.partition_columns == ["day"]
+    assert metadata.configuration["delta.appendOnly"] == "false"
+    with pytest.raises(tables.TableError, match=r"different definition.*partitioned by \['day'\]"):
+        tables.create_table(spark, path, SCHEMA, partition_by=["name"])
+    with pytest.raises(tables.TableError, match="different definition: schema is"):
+        tables.create_table(spark, path, pa.schema([("id", pa.int32())]), partition_by=["day"])
+    assert tables.table_version(spark, path) == 1
 
 
-def test_merge_upserts_small_sources(tmp_path: Path) -> None:
+def test_merge_upserts_and_inserts_only(spark, tmp_path: Path) -> None:
     path = str(tmp_path / "dim")
-    write_deltalake(path, pa.table({"id": [1, 2], "name": ["a", "b"], "day": ["d", "d"]}, schema=SCHEMA))
+    append(spark, path, (1, "a", "d"), (2, "b", "d"))
     source = pd.DataFrame({"id": [2, 3], "name": ["B", "c"], "day": ["d", "d"]})
-    metrics = tables.merge(path, source, "t.id = s.id")
-    assert metrics["num_target_rows_updated"] == 1 and metrics["num_target_rows_inserted"] == 1
-    result = DeltaTable(path).to_pyarrow_table().sort_by("id").to_pylist()
-    assert [(r["id"], r["name"]) for r in result] == [(1, "a"), (2, "B"), (3, "c")]
-    tables.merge(path, pa.table({"id": [4], "name": ["x"], "day": ["d"]}, schema=SCHEMA), "t.id = s.id", insert=False)
-    assert DeltaTable(path).to_pyarrow_table().num_rows == 3
+    metrics = tables.merge(spark, path, source, "t.id = s.id")
+    assert (metrics["num_updated_rows"], metrics["num_inserted_rows"]) == (1, 1)
+    rows = DeltaTable(path).to_pyarrow_table().sort_by("id").to_pylist()
+    assert [(r["id"], r["name"]) for r in rows] == [(1, "a"), (2, "B"), (3, "c")]
+    insert_only = pa.table({"id": [3, 4], "name": ["C", "x"], "day": ["d", "d"]}, schema=SCHEMA)
+    metrics = tables.merge(spark, path, insert_only, "t.id = s.id", update=False)
+    assert (metrics["num_updated_rows"], metrics["num_inserted_rows"]) == (0, 1)
+    names = dict(spark.read.format("delta").load(path).select("id", "name").collect())
+    assert names == {1: "a", 2: "B", 3: "c", 4: "x"}  # 3 kept its name: insert-only
     with pytest.raises(tables.TableError, match="no Delta table"):
-        tables.merge(str(tmp_path / "missing"), source, "t.id = s.id")
+        tables.merge(spark, str(tmp_path / "missing"), source, "t.id = s.id")
+    with pytest.raises(tables.TableError, match="update and/or insert"):
+        tables.merge(spark, path, source, "t.id = s.id", update=False, insert=False)
 
 
-def test_compact_then_vacuum(tmp_path: Path) -> None:
+def test_compact_then_vacuum(spark, tmp_path: Path) -> None:
     path = str(tmp_path / "small_files")
     for i in range(6):
-        write_deltalake(path, pa.table({"id": [i], "name": [str(i)], "day": ["d"]}, schema=SCHEMA), mode="append")
-    before = DeltaTable(path).to_pyarrow_table().sort_by("id")
-    metrics = tables.compact(path)
-    assert metrics["numFilesRemoved"] == 6 and metrics["numFilesAdded"] == 1
-    assert DeltaTable(path).to_pyarrow_table().sort_by("id").equals(before)
-    assert len(DeltaTable(path).file_uris()) == 1
+        append(spark, path, (i, str(i), "d"))
+    before = sorted(spark.read.format("delta").load(path).collect())
+    assert len(DeltaTable(path).file_uris()) == 6
 
-    # An orphan from a write that died before its commit is removed too.
+    metrics = tables.compact(spark, path)
+    assert (metrics["numFilesRemoved"], metrics["numFilesAdded"]) == (6, 1)
+    assert sorted(spark.read.format("delta").load(path).collect()) == before
+    assert len(DeltaTable(path).file_uris()) == 1
+    assert DeltaTable(path).to_pyarrow_table().num_rows == 6  # delta-rs reads the compacted table
+    assert tables.compact(spark, path)["numFilesAdded"] == 0  # nothing left to compact
+
+    # An orphan from a write that died before its commit is found too (VACUUM lists the directory).
     orphan = Path(path) / "part-orphan-c000.snappy.parquet"
     orphan.write_bytes(b"not committed")
-    assert len(tables.vacuum(path, retention_hours=0, enforce_retention_duration=False)) == 6  # tombstones only
-    dry = tables.vacuum(path, retention_hours=0, enforce_retention_duration=False, full=True)
-    assert len(dry) == 7 and any("orphan" in f for f in dry)
-    assert len(glob.glob(os.path.join(path, "*.parquet"))) == 8  # dry run deleted nothing
-    with pytest.raises(Exception, match="retention"):
-        tables.vacuum(path, retention_hours=0, dry_run=False)  # below the table's retention: refused
-    tables.vacuum(path, retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
-    assert len(glob.glob(os.path.join(path, "*.parquet"))) == 1
-    assert DeltaTable(path).to_pyarrow_table().sort_by("id").equals(before)
+    with pytest.raises(Exception, match="RETENTION_PERIOD_TOO_SHORT"):
+        tables.vacuum(spark, path, retention_hours=0)  # below the table's 7 days: refused
+    assert tables.vacuum(spark, path) == []  # default retention: everything is younger
+    lite = tables.vacuum(spark, path, retention_hours=0, enforce_retention_duration=False, full=False)
+    assert len(lite) == 6 and not any("orphan" in f for f in lite)  # removed by OPTIMIZE, from the log
+    dry = tables.vacuum(spark, path, retention_hours=0, enforce_retention_duration=False)
+    assert len(dry) == 7 and any(f.endswith(orphan.name) for f in dry)
+    assert len(data_files(path)) == 8  # a dry run deletes nothing
+    assert spark.conf.get(tables.RETENTION_CHECK) == "true"  # switched off for the call only
+
+    deleted = tables.vacuum(spark, path, retention_hours=0, dry_run=False, enforce_retention_duration=False)
+    assert deleted == dry
+    assert len(data_files(path)) == 1
+    assert sorted(spark.read.format("delta").load(path).collect()) == before
+    assert [e["operation"] for e in tables.history(spark, path, limit=2)] == ["VACUUM END", "VACUUM START"]
 
 
-def test_maybe_checkpoint_every_n_commits(tmp_path: Path) -> None:
-    path = str(tmp_path / "log")
-    write_deltalake(path, pa.table({"id": [0], "name": ["0"], "day": ["d"]}, schema=SCHEMA))
-    assert tables.last_checkpoint_version(path) is None
-    assert tables.maybe_checkpoint(path, every=3) is False  # versions 0: one commit so far
-    for i in range(1, 3):
-        write_deltalake(path, pa.table({"id": [i], "name": [str(i)], "day": ["d"]}, schema=SCHEMA), mode="append")
-    assert tables.maybe_checkpoint(path, every=3) is True
-    assert tables.last_checkpoint_version(path) == 2
-    assert tables.maybe_checkpoint(path, every=3) is False
-    assert DeltaTable(path).to_pyarrow_table().num_rows == 3  # readable from the checkpoint
-    with pytest.raises(tables.TableError, match="every must be >= 1"):
-        tables.maybe_checkpoint(path, every=0)
-
-
-def test_history_and_properties(tmp_path: Path) -> None:
+def test_history_and_properties(spark, tmp_path: Path) -> None:
     path = str(tmp_path / "h")
-    write_deltalake(path, pa.table({"id": [1], "name": ["a"], "day": ["d"]}, schema=SCHEMA))
-    write_deltalake(path, pa.table({"id": [2], "name": ["b"], "day": ["d"]}, schema=SCHEMA), mode="append")
-    tables.set_properties(path, {"delta.logRetentionDuration": "interval 7 days"})
-    entries = tables.history(path, limit=2)
+    append(spark, path, (1, "a", "d"))
+    append(spark, path, (2, "b", "d"))
+    tables.set_properties(spark, path, {"delta.logRetentionDuration": "interval 7 days", "team": "it's ours"})
+    entries = tables.history(spark, path, limit=2)
     assert [e["version"] for e in entries] == [2, 1]
     assert entries[0]["operation"] == "SET TBLPROPERTIES"
-    assert DeltaTable(path).metadata().configuration["delta.logRetentionDuration"] == "interval 7 days"
+    assert entries[1]["operation"] == "WRITE" and entries[1]["operationMetrics"]["numOutputRows"] == "1"
+    assert len(tables.history(spark, path)) == 3
+    configuration = DeltaTable(path).metadata().configuration
+    assert configuration["delta.logRetentionDuration"] == "interval 7 days" and configuration["team"] == "it's ours"
+    with pytest.raises(tables.TableError, match="no Delta table"):
+        tables.history(spark, str(tmp_path / "missing"))
