@@ -4,17 +4,20 @@ The question a user weighs: is a single-machine engine enough? The generated str
 events included) is written to a bronze Delta table once; then
 
 * Spark: ``silver.build`` (dedup, upcast, HMAC pseudonyms, stitching, sessionization, UA parsing,
-  enrichment) + ``gold.build`` (all six tables), through the project's Delta connector;
+  enrichment) + ``gold.build`` (all six tables), reading and writing with delta-spark (``format("delta")``)
+  and naming every table it writes in the Hive metastore (a private Derby database for the run);
 * DuckDB: dedup, stitching, DAU/WAU/MAU/new users, event counts, sessions (given ids plus 30-minute
-  inactivity blocks) and revenue, in SQL over the same bronze files (``DeltaTable.to_pyarrow_dataset()``;
-  DuckDB's delta extension cannot be downloaded here). No HMAC, no user-agent parsing, no funnels or
-  anomalies: DuckDB does strictly less work. Its DAU, event counts and revenue must equal gold's.
+  inactivity blocks) and revenue, in SQL over the same bronze files (delta-rs' ``to_pyarrow_dataset()`` of the
+  table delta-spark wrote; DuckDB's delta extension cannot be downloaded here). No HMAC, no user-agent
+  parsing, no funnels or anomalies: DuckDB does strictly less work. Its DAU, event counts and revenue must
+  equal gold's.
 
 Wall-clock seconds, one run per size; bronze generation is not timed. The ratio column is Spark's time over
-DuckDB's for the same size (above 1: DuckDB is faster).
+DuckDB's for the same size (above 1: DuckDB is faster). The Spark JVM and the metastore database are stopped
+by PID at the end.
 
 Run: ``.venv/bin/python -m bench.bench_silver_gold [--events 1000000 10000000]``; rewrites its BENCHMARKS.md
-section.
+section (``--validation``: labelled as a small validation run, not a result).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from datetime import date, timedelta
@@ -29,7 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, markdown_table, write_section
+from bench.common import bench_environ, machine, markdown_table, private_spark, write_section
 from pipelines import gold, silver
 from pipelines.config import load_settings
 from pipelines.dimensions import sample_users, write_users_file
@@ -118,7 +122,7 @@ def _spec(events: int, chunk: int) -> GeneratorSpec:
     )
 
 
-def _write_bronze(settings, events: int) -> tuple[int, date, date]:
+def _write_bronze(spark, settings, events: int) -> tuple[int, date, date]:
     """Generate chunk by chunk into bronze (and the users file); returns rows written and the day range."""
     rows_written, users = 0, []
     chunks = -(-events // CHUNK_EVENTS)
@@ -127,7 +131,7 @@ def _write_bronze(settings, events: int) -> tuple[int, date, date]:
         messages, _ = generate(spec, settings.kafka.topic_for_event_type)
         users.extend(sample_users(messages))
         table = bronze_table(bronze_rows_from_generated(messages))
-        write_bronze(Lake(settings).bronze_events, table)
+        write_bronze(spark, Lake(settings).bronze_events, table)
         rows_written += table.num_rows
     write_users_file(users, Path(settings.resolve_path(settings.silver.dimensions_dir)) / "users.csv")
     first = _spec(events, 0).start_date
@@ -159,7 +163,7 @@ def _duckdb(settings, first: date, last: date) -> tuple[float, dict[str, dict]]:
 
 def _gold_results(spark, settings) -> dict[str, dict]:
     def rows(name: str) -> list:
-        return spark.read.format("lakehouse_delta").load(gold.table_path(settings, name)).collect()
+        return spark.read.format("delta").load(gold.table_path(settings, name)).collect()
 
     return {
         "dau": {(r.tenant_id, r.date): r.dau for r in rows("daily_active_users")},
@@ -171,14 +175,18 @@ def _gold_results(spark, settings) -> dict[str, dict]:
 
 def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
     root = workdir / f"lake-{events}"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE")}
-    environ |= {
-        "LAKEHOUSE_PROFILE": "local",
-        "LAKEHOUSE__LAKE__ROOT": str(root / "lake"),
-        "LAKEHOUSE__SILVER__DIMENSIONS_DIR": str(root / "dims"),
-    }
+    environ = bench_environ(
+        root,
+        LAKEHOUSE__CATALOG__STATE_DIR=str(workdir / "metastore"),  # the session's metastore, shared by all sizes
+        LAKEHOUSE__SILVER__DIMENSIONS_DIR=str(root / "dims"),
+    )
     settings = load_settings(environ=environ)
-    bronze_rows, first, last = _write_bronze(settings, events)
+    started = time.monotonic()
+    bronze_rows, first, last = _write_bronze(spark, settings, events)
+    print(
+        f"[bench] {events:,} events: bronze generated and written in {time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+    )
 
     started = time.monotonic()
     built = silver.build(spark, settings, first, last)
@@ -213,34 +221,38 @@ def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
 
 def run(sizes: tuple[int, ...] = (1_000_000,)) -> list[dict[str, Any]]:
     """One row per engine and size: engine, size, seconds, Spark / DuckDB."""
-    from pipelines.spark import build_spark
-
-    # 6 GiB for the one local JVM (Spark's default is 1 GiB): 10M events' window sorts otherwise spill per row group
-    spark = build_spark(
-        load_settings("local", environ={}), app_name="bench-silver-gold", extra_conf={"spark.driver.memory": "6g"}
-    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-silver-gold-") as workdir:
-        for events in sizes:
-            rows.extend(bench_size(spark, events, Path(workdir)))
-    spark.stop()
+        settings = load_settings(environ=bench_environ(Path(workdir)))
+        # 6 GiB for the one local JVM (Spark's default is 1 GiB): 10M events' window sorts otherwise spill
+        with private_spark(settings, "bench-silver-gold", {"spark.driver.memory": "6g"}) as spark:
+            for events in sizes:
+                started = time.monotonic()
+                rows.extend(bench_size(spark, events, Path(workdir)))
+                print(f"[bench] {events:,} events: {time.monotonic() - started:.1f} s in all", file=sys.stderr)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000], help="sizes (default 1000000)")
-    rows = run(tuple(parser.parse_args().events))
+    parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
+    args = parser.parse_args()
+    rows = run(tuple(args.events))
+    heading = "## Silver + gold batch build vs DuckDB (issue 5)"
+    if args.validation:
+        heading += " - VALIDATION RUN at a small size, machine busy: not a result"
     body = "\n".join(
         [
-            "## Silver + gold batch build vs DuckDB (issue 5)",
+            heading,
             "",
             f"Machine: {machine()}. Data: generated events over {TENANTS} tenants written straight to bronze "
-            "(duplicates and late events included), 7 days per million events. Spark `local[*]` through the "
-            "project's Delta connector, driver memory 6 GiB; DuckDB over the same bronze parquet files "
-            "(pyarrow dataset), doing less work (no HMAC, no user-agent parsing, no funnels or anomalies). "
-            "Wall clock, one run; DuckDB's DAU, "
-            "event counts and revenue are checked equal to gold's.",
+            "(duplicates and late events included), 7 days per million events. Spark `local[*]` (pyspark 4.2) "
+            'reading and writing with delta-spark 4.4 (`format("delta")`), tables named in a Hive metastore '
+            "on Derby, driver memory 6 GiB; DuckDB over the same bronze parquet files (delta-rs pyarrow "
+            "dataset of the table delta-spark wrote), doing less work (no HMAC, no user-agent parsing, no "
+            "funnels or anomalies). Wall clock, one run; DuckDB's DAU, event counts and revenue are checked "
+            "equal to gold's.",
             "",
             markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]),
         ]

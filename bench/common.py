@@ -1,7 +1,12 @@
-"""Shared benchmark plumbing: machine description, a private broker, and BENCHMARKS.md sections.
+"""Shared benchmark plumbing: machine description, private services, and BENCHMARKS.md sections.
 
 Each benchmark owns one section of BENCHMARKS.md between ``<!-- name:start -->`` and
 ``<!-- name:end -->`` markers and rewrites only that section, so benchmarks can run separately.
+
+A benchmark run owns every process it needs and stops each one by its PID when done, whatever happens:
+the embedded Apache Kafka broker (:func:`private_broker`), the Spark driver JVM and the Derby metastore
+database ``build_spark`` starts for it (:func:`private_spark`). All their state lives under the run's own
+temporary folder (:func:`bench_environ`), never in the checkout's ``.lakehouse/``.
 """
 
 from __future__ import annotations
@@ -9,10 +14,17 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from pipelines.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -61,9 +73,82 @@ def write_section(name: str, body: str) -> None:
     BENCHMARKS_MD.write_text(text)
 
 
+def bench_environ(work: Path, **overrides: str) -> dict[str, str]:
+    """LAKEHOUSE__* settings for a private run under ``work``: the local profile with its lake, metastore
+    database and broker state in that folder (``overrides``: more ``LAKEHOUSE__...`` keys)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE")}
+    environ |= {
+        "LAKEHOUSE_PROFILE": "local",
+        "LAKEHOUSE__LAKE__ROOT": str(work / "lake"),
+        "LAKEHOUSE__CATALOG__STATE_DIR": str(work / "metastore"),
+        "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(work / "broker"),
+    }
+    return environ | overrides
+
+
+def _stop_pid(process: subprocess.Popen, name: str, timeout_s: float) -> None:
+    """Wait for ``process`` (our child) to exit; SIGTERM, then SIGKILL by its PID if it does not."""
+    for signal_it in (None, process.terminate, process.kill):
+        if signal_it is not None:
+            print(f"[bench] {name} (PID {process.pid}) still running: {signal_it.__name__}", file=sys.stderr)
+            signal_it()
+        try:
+            process.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise RuntimeError(f"{name} (PID {process.pid}) survived SIGKILL")
+
+
+def stop_spark(spark: SparkSession, timeout_s: float = 30.0) -> None:
+    """Stop the session AND its driver JVM (PySpark's ``spark.stop()`` leaves the JVM running until Python
+    exits). The JVM exits on its own once the pipe PySpark holds on its stdin closes; if it does not, it
+    gets SIGTERM then SIGKILL by PID. Its Python workers exit with it."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    process = getattr(gateway, "proc", None)
+    spark.stop()
+    if process is None:  # a JVM PySpark did not launch (e.g. spark-submit): not ours to stop
+        return
+    if process.stdin is not None:
+        process.stdin.close()
+    _stop_pid(process, "Spark driver JVM", timeout_s)
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    print(f"[bench] stopped Spark driver JVM (PID {process.pid})", file=sys.stderr)
+
+
+@contextmanager
+def private_spark(
+    settings: Settings, app_name: str, extra_conf: dict[str, str] | None = None
+) -> Iterator[SparkSession]:
+    """A SparkSession for one run; afterwards its JVM and - when this run started it - the metastore database
+    (Derby, under ``settings.catalog.state_dir``) are stopped by PID."""
+    from pipelines.metastore import EmbeddedMetastore
+    from pipelines.spark import build_spark
+
+    metastore = EmbeddedMetastore.from_settings(settings) if settings.catalog.metastore == "embedded" else None
+    started_here = metastore is not None and metastore.running() is None
+    spark = None
+    try:
+        spark = build_spark(settings, app_name=app_name, extra_conf=extra_conf)
+        yield spark
+    finally:
+        try:
+            if spark is not None:
+                stop_spark(spark)
+        finally:
+            if metastore is not None and started_here:
+                handle = metastore.running()
+                if metastore.stop() and handle is not None:
+                    print(f"[bench] stopped metastore database (PID {handle.pid})", file=sys.stderr)
+
+
 @contextmanager
 def private_broker(state_dir: Path) -> Iterator[str]:
-    """A Tansu broker for one benchmark run, stopped by PID afterwards."""
+    """An embedded Apache Kafka broker (``pipelines.broker.EmbeddedBroker``, KRaft, one node) with its log dir
+    in ``state_dir``, for one benchmark run; yields its bootstrap servers and stops it by its recorded PID."""
     from pipelines.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(state_dir)
@@ -72,3 +157,4 @@ def private_broker(state_dir: Path) -> Iterator[str]:
         yield handle.bootstrap_servers
     finally:
         broker.stop()
+        print(f"[bench] stopped Kafka broker (PID {handle.pid})", file=sys.stderr)
