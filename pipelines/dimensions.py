@@ -15,7 +15,9 @@ load is deterministic and idempotent.
 
 ``silver.dim_devices``: one row per distinct user agent, parsed with ``ua-parser`` into device_class
 (desktop / mobile / tablet / bot / other), os_family and browser_family. Only agents not yet in the table
-are parsed (inside Spark, one cached parser per worker) and inserted with an insert-only MERGE.
+are parsed (inside Spark, one cached parser per worker) and inserted with an insert-only MERGE (the first
+run creates the table with them). Readers take one row per agent, so a duplicate left by two racing first
+runs is harmless.
 
 Both are small Delta tables written by Spark (users: one overwrite of the loaded tenants' partitions;
 devices: the MERGE) and named in the catalog as ``silver.dim_users`` and ``silver.dim_devices``.
@@ -337,9 +339,10 @@ def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFr
     new = candidates.mapInArrow(_parse_batches, from_arrow_schema(DEVICES_SCHEMA)).toArrow()
     if new.num_rows == 0:
         return 0
-    if not exists:
-        tables.create_table(spark, path, DEVICES_SCHEMA, description="user agent -> device")
-    tables.merge(spark, path, new.cast(DEVICES_SCHEMA), "t.user_agent = s.user_agent", update=False)
+    if exists:
+        tables.merge(spark, path, new.cast(DEVICES_SCHEMA), "t.user_agent = s.user_agent", update=False)
+    else:  # the first run creates the table with its rows (a racing first run may add the same agents)
+        spark.createDataFrame(new.cast(DEVICES_SCHEMA)).write.format("delta").mode("append").save(path)
     register_table(spark, settings, path)
     return new.num_rows
 

@@ -411,3 +411,32 @@ def test_a_signup_restitches_the_visitors_earlier_days(spark, tmp_path: Path) ->
 
     replay = silver.build(spark, settings, D2, D2, include_late=False)  # replays rebuild exactly their range
     assert replay.restitched_days == [] and replay.days == [D2]
+
+
+def test_dimension_tables_reload_per_tenant_and_insert_only_new_agents(spark, tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from pipelines import tables
+    from pipelines.dimensions import devices_path, load_users, refresh_devices, users_path
+
+    settings = lake_settings(tmp_path)
+    key = hmac_key(settings)
+    assert load_users(spark, settings, key, signups=[]).rows == 2  # every tenant, from the file alone
+
+    edited = "tenant_id,user_id,signup_date,plan,country\nt1,u1,2025-01-15,enterprise,US\nt2,u9,2024-05-01,pro,DE\n"
+    (tmp_path / "dims" / "users.csv").write_text(edited)
+    assert load_users(spark, settings, key, ["t1"], signups=[]).tenants == ["t1"]
+    plans = {(r["tenant_id"], r["user_key"]): r["plan"] for r in read_rows(spark, users_path(settings))}
+    assert plans == {("t1", key_of(settings, "t1", "u1")): "enterprise", ("t2", key_of(settings, "t2", "u9")): "free"}
+    (tmp_path / "dims" / "users.csv").write_text(edited.splitlines()[0] + "\n")
+    assert load_users(spark, settings, key, ["t2"], signups=[]).rows == 0  # t2 has no users left: emptied
+    assert [r["tenant_id"] for r in read_rows(spark, users_path(settings))] == ["t1"]
+
+    path = devices_path(settings)
+    assert refresh_devices(spark, settings, spark.createDataFrame([(DESKTOP_UA,), (None,)], "ua string")) == 1
+    both = spark.createDataFrame([(DESKTOP_UA,), (IPHONE_UA,), (IPHONE_UA,)], "ua string")
+    assert refresh_devices(spark, settings, both) == 1  # only the unknown agent is parsed and inserted
+    assert refresh_devices(spark, settings, both) == 0
+    devices = {r["user_agent"]: r["device_class"] for r in DeltaTable(path).to_pyarrow_table().to_pylist()}
+    assert devices == {DESKTOP_UA: "desktop", IPHONE_UA: "mobile"}  # delta-rs reads what Spark wrote
+    assert [entry["operation"] for entry in tables.history(spark, path)] == ["MERGE", "WRITE"]
