@@ -40,7 +40,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipelines.config import Settings
+from pipelines.processes import cmdline, free_ports, pid_alive, reap
 
 STATE_FILE = "broker.json"
 LOCK_FILE = "broker.lock"
@@ -115,67 +116,6 @@ _QUIET_LOGGERS = (
 
 class BrokerError(RuntimeError):
     """The broker could not be started, reached or stopped; the message says which and why."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (all bound at once, so never the same one twice)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while the process or any of its threads still runs.
-
-    A zombie still answers kill(0): it counts as gone once *all* its threads have exited (a JVM's
-    main thread can turn zombie while its other threads are still shutting down and holding ports).
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()  # gone meanwhile; without /proc, trust kill(0)
-    except OSError:
-        return True
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as stat:
-                if stat.read().rpartition(")")[2].split()[0] not in ("Z", "X"):
-                    return True
-        except OSError:
-            continue  # that thread just exited
-    return False
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    """The process's argv, or None where /proc is not available."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except FileNotFoundError:
-        return [] if Path("/proc/self/cmdline").exists() else None
-    except OSError:
-        return None
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie (no-op for others)."""
-    try:
-        os.waitpid(pid, 0 if not _pid_alive(pid) else os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 @dataclass(frozen=True)
@@ -321,9 +261,9 @@ class EmbeddedBroker:
 
     def _is_our_broker(self, pid: int) -> bool:
         """The PID is alive and (where /proc tells) still this state dir's Kafka JVM, not a reused PID."""
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return False
-        argv = _cmdline(pid)
+        argv = cmdline(pid)
         return argv is None or self._runs_here(argv)
 
     def running(self) -> BrokerHandle | None:
@@ -339,8 +279,8 @@ class EmbeddedBroker:
         if handle is not None:
             if self._is_our_broker(handle.pid):
                 return handle
-            if not _pid_alive(handle.pid):
-                _reap(handle.pid)
+            if not pid_alive(handle.pid):
+                reap(handle.pid)
         try:
             if self.state_file.read_text() == text:  # not replaced by a start meanwhile
                 self.state_file.unlink()
@@ -352,8 +292,8 @@ class EmbeddedBroker:
         """Kafka JVMs running on this state dir (looked up to refuse a second start; never signalled)."""
         found = []
         for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-            if entry.name.isdigit() and _pid_alive(int(entry.name)):
-                argv = _cmdline(int(entry.name))
+            if entry.name.isdigit() and pid_alive(int(entry.name)):
+                argv = cmdline(int(entry.name))
                 if argv and self._runs_here(argv):
                     found.append(int(entry.name))
         return found
@@ -510,7 +450,7 @@ class EmbeddedBroker:
         raise AssertionError("unreachable")
 
     def _launch(self, java: str, classpath: str) -> tuple[BrokerHandle, subprocess.Popen, dict[Path, int]]:
-        port, controller_port = _free_ports(2)
+        port, controller_port = free_ports(2)
         self._write_server_properties(port, controller_port)
         self._write_log4j_config()
         marks = self._log_sizes()
@@ -555,18 +495,18 @@ class EmbeddedBroker:
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout_s
-        while _pid_alive(handle.pid) and time.monotonic() < deadline:
-            _reap(handle.pid)
+        while pid_alive(handle.pid) and time.monotonic() < deadline:
+            reap(handle.pid)
             time.sleep(0.05)
-        if _pid_alive(handle.pid):
+        if pid_alive(handle.pid):
             try:
                 os.kill(handle.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            while _pid_alive(handle.pid) and time.monotonic() < deadline + 5:
-                _reap(handle.pid)
+            while pid_alive(handle.pid) and time.monotonic() < deadline + 5:
+                reap(handle.pid)
                 time.sleep(0.05)
-        _reap(handle.pid)
+        reap(handle.pid)
         self.state_file.unlink(missing_ok=True)
         return True
 

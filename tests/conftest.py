@@ -11,6 +11,7 @@ import pytest
 
 from pipelines.broker import BrokerHandle, EmbeddedBroker
 from pipelines.config import Settings, load_settings
+from pipelines.generator import GeneratorSpec, Truth
 from pipelines.metastore import EmbeddedMetastore, MetastoreHandle
 
 
@@ -144,3 +145,15 @@ def write_config(settings: Settings, path: Path) -> Path:
     profile = settings.model_dump(mode="json", exclude={"profile", "source"})
     path.write_text(yaml.safe_dump({"default_profile": "test", "profiles": {"test": profile}}, sort_keys=False))
     return path
+
+
+def publish(settings: Settings, bootstrap: str, spec: GeneratorSpec) -> tuple[list, Truth]:
+    """Publish a generated stream as-is (malformed messages included) to the settings' topics."""
+    from pipelines.generator import generate
+    from pipelines.producer import EventProducer
+
+    messages, truth = generate(spec, settings.kafka.topic_for_event_type)
+    with EventProducer(settings, bootstrap) as producer:
+        for message in messages:
+            producer.send(message.topic, message.value, message.key, message.headers)
+    return messages, truth

@@ -23,11 +23,11 @@ from pipelines.broker import (
     BrokerHandle,
     EmbeddedBroker,
     ensure_topics,
-    free_port,
     resolve_bootstrap_servers,
     wait_until_healthy,
 )
 from pipelines.config import load_settings
+from pipelines.processes import free_port
 
 pytestmark = pytest.mark.integration
 

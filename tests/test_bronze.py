@@ -20,13 +20,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from conftest import publish, write_config
 from deltalake import DeltaTable
 
 from pipelines.bronze import _json_or_none, freshness, lag_rows, run_bronze, start_bronze, table_counts
 from pipelines.config import Settings
 from pipelines.events import encode_event, message_headers, message_key
-from pipelines.generator import GeneratorSpec, generate
+from pipelines.generator import GeneratorSpec
 from pipelines.lake import Lake
 from pipelines.producer import EventProducer
 from pipelines.tables import compact
@@ -55,14 +55,6 @@ def test_lag_rows_read_offsets_and_tolerate_sources_without_them() -> None:
     ]
     for latest in (None, "", "null", "None"):  # a report before the source knows its latest offsets
         assert lag_rows("q", 0, [SimpleNamespace(endOffset=None, latestOffset=latest)]) == []
-
-
-def publish(settings: Settings, bootstrap: str, spec: GeneratorSpec):
-    messages, truth = generate(spec, settings.kafka.topic_for_event_type)
-    with EventProducer(settings, bootstrap) as producer:
-        for message in messages:
-            producer.send(message.topic, message.value, message.key, message.headers)
-    return messages, truth
 
 
 def coordinates(path: str) -> list[tuple[str, int, int]]:
@@ -135,9 +127,11 @@ def test_partition_layout_and_pruning(spark, isolated_settings: Settings, broker
     )
     plan = pruned._jdf.queryExecution().executedPlan().toString()
     assert "PartitionFilters" in plan and "tenant_id" in plan.split("PartitionFilters")[1].split("]")[0]
-    assert pruned.count() == table_counts(lake.bronze_events, ["tenant_id", "event_date"]).get(
-        (tenant, dt.date.fromisoformat(day)), 0
-    ) > 0
+    assert (
+        pruned.count()
+        == table_counts(lake.bronze_events, ["tenant_id", "event_date"]).get((tenant, dt.date.fromisoformat(day)), 0)
+        > 0
+    )
     # the catalog names the same table
     assert spark.table("bronze.events").where(f"tenant_id = '{tenant}'").count() == (
         spark.read.format("delta").load(lake.bronze_events).where(f"tenant_id = '{tenant}'").count()

@@ -14,27 +14,18 @@ from pathlib import Path
 
 import pyspark
 import pytest
-from conftest import write_config
+from conftest import publish, write_config
 from deltalake import DeltaTable
 
 from pipelines import silver
 from pipelines.config import Settings
-from pipelines.generator import GeneratorSpec, generate
+from pipelines.generator import GeneratorSpec
 from pipelines.lake import Lake
-from pipelines.producer import EventProducer
 from pipelines.standalone import StandaloneCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster]
 
 MAX_OFFSETS_PER_TRIGGER = 200
-
-
-def publish(settings: Settings, bootstrap: str, spec: GeneratorSpec):
-    messages, truth = generate(spec, settings.kafka.topic_for_event_type)
-    with EventProducer(settings, bootstrap) as producer:
-        for message in messages:
-            producer.send(message.topic, message.value, message.key, message.headers)
-    return messages, truth
 
 
 def columns(path: str, names: list[str]) -> list[tuple]:

@@ -13,14 +13,14 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from conftest import publish
 from deltalake import DeltaTable
 
 from pipelines import silver, tables
 from pipelines.bronze import run_bronze
 from pipelines.config import Settings
-from pipelines.generator import GeneratorSpec, generate
+from pipelines.generator import GeneratorSpec
 from pipelines.lake import KNOWN_TABLES, Lake
-from pipelines.producer import EventProducer
 from pipelines.spark import configure_s3a
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,14 +79,6 @@ def _forget_catalog_names(spark, prefix: str) -> None:
             continue
         if location.replace("s3a://", "s3://").startswith(prefix):
             spark.sql(f"DROP TABLE {qualified}")
-
-
-def publish(settings: Settings, bootstrap: str, spec: GeneratorSpec):
-    messages, truth = generate(spec, settings.kafka.topic_for_event_type)
-    with EventProducer(settings, bootstrap) as producer:
-        for message in messages:
-            producer.send(message.topic, message.value, message.key, message.headers)
-    return messages, truth
 
 
 def delta_rs(path: str, settings: Settings) -> DeltaTable:
