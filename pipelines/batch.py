@@ -148,3 +148,21 @@ def table_partitions(settings: Settings, path: str, columns: Sequence[str]) -> s
         return set()
     values = [actions.column(f"partition.{column}").to_pylist() for column in columns]
     return set(zip(*values, strict=True))
+
+
+def known_tenants(settings: Settings, path: str) -> list[str]:
+    """Tenants the table at ``path`` holds rows of (partition values in its Delta log; no data read)."""
+    return sorted(tenant for (tenant,) in table_partitions(settings, path, ["tenant_id"]))
+
+
+def check_tenants(requested: Sequence[str] | None, known: Sequence[str], source: str) -> list[str] | None:
+    """``requested`` sorted and unique (None: every tenant); a tenant ``source`` holds no rows of is a typo or a
+    tenant without data, and an error that lists the known ones - never a build that silently does nothing."""
+    if not requested:
+        return None
+    unknown = sorted(set(requested) - set(known))
+    if unknown:
+        raise BatchJobError(
+            f"unknown tenant(s) {', '.join(unknown)}: {source} holds {', '.join(known) or 'no tenants yet'}"
+        )
+    return sorted(set(requested))

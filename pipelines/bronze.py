@@ -7,6 +7,10 @@ Every message Kafka delivers ends up in exactly one of the two tables, once:
   and ``failOnDataLoss`` stops the query when Kafka deleted offsets it had not read yet;
 * each micro-batch (``foreachBatch``) is parsed ONCE (``mapInArrow``, kept while the batch is written):
   executors validate every message against the schema registry and route it to events or quarantine;
+* routing is a pure function of the batch: the timestamp limits are checked against the batch's own time
+  (``current_timestamp()`` in a stream is the batch timestamp Spark records in its offset log), so a batch
+  replayed after a crash routes every message exactly as the first attempt did and gets the same
+  ``ingested_at``;
 * delta-spark then appends to bronze.events, bronze.quarantine and last ops.bronze_progress, each write
   tagged with Delta's transaction id (``txnAppId`` = the streaming query id, ``txnVersion`` = batch id).
   A batch Spark replays after a crash is skipped by the tables that already hold it, so a kill at any
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 ROUTE = "_route"
 ROUTE_EVENT = "event"
 ROUTE_QUARANTINE = "quarantine"
+INGESTED_AT = "ingested_at"  # added to the Kafka rows: the micro-batch's timestamp from the offset log
 
 # What the executors emit: one row per Kafka message, with the columns of both tables.
 _QUARANTINE_ONLY = [f for f in BRONZE_QUARANTINE_SCHEMA if f.name not in BRONZE_EVENTS_SCHEMA.names]
@@ -154,25 +159,27 @@ def _summary(violations: list[Violation]) -> str:
 
 
 def make_parser(
-    registry: SchemaRegistry, limits: TimestampLimits, ingested_at: dt.datetime
+    registry: SchemaRegistry, limits: TimestampLimits
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function of one micro-batch: Kafka rows in, routed rows with both tables' columns out.
-
-    ``ingested_at`` is fixed by the driver for the whole micro-batch, so every task routes against the
-    same reference time.
-    """
+    """The ``mapInArrow`` function of one micro-batch: Kafka rows in, routed rows with both tables' columns out."""
 
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            yield parse_batch(batch, registry, limits, ingested_at)
+            yield parse_batch(batch, registry, limits)
 
     return parse
 
 
-def parse_batch(
-    batch: pa.RecordBatch, registry: SchemaRegistry, limits: TimestampLimits, ingested_at: dt.datetime
-) -> pa.RecordBatch:
-    """Validate every message of one Arrow batch of Kafka rows; never drops a row."""
+def parse_batch(batch: pa.RecordBatch, registry: SchemaRegistry, limits: TimestampLimits) -> pa.RecordBatch:
+    """Validate every message of one Arrow batch of Kafka rows; never drops a row.
+
+    The rows carry the micro-batch's timestamp in ``ingested_at`` (one value for the whole batch, from the
+    offset log): the reference time of the timestamp limits.
+    """
+    if batch.num_rows == 0:
+        return pa.RecordBatch.from_pylist([], schema=PARSED_SCHEMA)
+    ingested = batch.column(INGESTED_AT).cast(pa.timestamp("us", tz="UTC"))
+    ingested_at = ingested[0].as_py()
     values = batch.column("value").to_pylist()
     keys = batch.column("key").to_pylist()
     headers = batch.column("headers").to_pylist()
@@ -215,7 +222,7 @@ def parse_batch(
         "offset": batch.column("offset"),
         "kafka_timestamp": batch.column("timestamp").cast(pa.timestamp("us", tz="UTC")),
         "raw_value": batch.column("value"),  # every row keeps its bytes as received, in either table
-        "ingested_at": pa.array([ingested_at] * batch.num_rows, pa.timestamp("us", tz="UTC")),
+        "ingested_at": ingested,
     }
     arrays = [
         coordinates[field.name].cast(field.type)
@@ -303,8 +310,7 @@ class BatchWriter:
         from pyspark.sql import functions as F
 
         spark = batch.sparkSession
-        ingested_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        parsed = batch.mapInArrow(make_parser(self.registry, self.limits, ingested_at), _spark_schema(PARSED_SCHEMA))
+        parsed = batch.mapInArrow(make_parser(self.registry, self.limits), _spark_schema(PARSED_SCHEMA))
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # parsed once, read by three writes
         try:
             is_event = F.col(ROUTE) == ROUTE_EVENT
@@ -319,6 +325,7 @@ class BatchWriter:
                     F.max("kafka_timestamp").alias("max_kafka_timestamp"),
                     F.max("ingested_at").alias("max_ingested_at"),
                 )
+                .orderBy("topic", "partition")
                 .collect()
             )
             if not progress:
@@ -330,18 +337,12 @@ class BatchWriter:
             self._append(events.repartition(*BRONZE_EVENTS_PARTITIONS), self.lake.bronze_events, txn)
             quarantine = parsed.where(~is_event).select(BRONZE_QUARANTINE_SCHEMA.names)
             self._append(quarantine.repartition(*BRONZE_QUARANTINE_PARTITIONS), self.lake.bronze_quarantine, txn)
-            rows = [
-                {"query_id": txn["txnAppId"], "batch_id": batch_id, **row.asDict()}
-                for row in sorted(progress, key=lambda r: (r["topic"], r["partition"]))
-            ]
-            table = pa.Table.from_pylist(rows, schema=PROGRESS_SCHEMA)
-            self._append(
-                spark.createDataFrame(table.to_pandas(), _spark_schema(PROGRESS_SCHEMA)), self.lake.bronze_progress, txn
-            )
+            rows = [(txn["txnAppId"], batch_id, *row) for row in progress]
+            self._append(spark.createDataFrame(rows, _spark_schema(PROGRESS_SCHEMA)), self.lake.bronze_progress, txn)
         finally:
             parsed.unpersist()
-        counted = sum(r["events"] + r["quarantined"] for r in rows)
-        log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(rows))
+        counted = sum(r["events"] + r["quarantined"] for r in progress)
+        log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(progress))
 
     @staticmethod
     def _append(df: DataFrame, path: str, txn: dict[str, str]) -> None:
@@ -382,10 +383,13 @@ def start_bronze(
     writer = BatchWriter(
         settings, checkpoint, SchemaRegistry.load(settings.schemas_dir), TimestampLimits.from_settings(settings)
     )
+    from pyspark.sql import functions as F
+
     stream = (
         spark.readStream.format("kafka")
         .options(**kafka_options(settings, bootstrap_servers))
         .load()
+        .withColumn(INGESTED_AT, F.current_timestamp())  # the batch timestamp, fixed in the offset log
         .writeStream.queryName(settings.bronze.query_name)
         .option("checkpointLocation", checkpoint)
         .foreachBatch(writer)
@@ -424,6 +428,7 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
     try:
         while query.isActive and not stop_requested.is_set():
             query.awaitTermination(0.5)
+            recorder.flush(spark)
         if query.isActive:
             query.stop()
         if query.exception() is not None:
@@ -439,24 +444,43 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
 
 
 class LagRecorder(StreamingQueryListener):
-    """After each batch, record per Kafka partition the committed and latest offsets (the lag).
+    """Per Kafka partition and batch, the committed and latest offsets (the lag), appended to ops.bronze_lag.
 
-    Spark calls it on its listener thread, possibly while the query stops; ``detach`` waits for a report
-    in flight and ignores later ones, so the process never exits in the middle of a Delta write.
+    Spark calls ``onQueryProgress`` on its listener thread; the listener only queues the rows, and the thread
+    that runs the query writes them with Spark (``flush``). So no Spark job runs on the listener thread and no
+    second Delta writer (native threads) lives in the streaming process.
     """
 
     def __init__(self, lake: Lake) -> None:
         self.path = lake.table("ops", "bronze_lag")
-        self.storage_options = lake.storage_options
         self.query_id: str | None = None  # set once the query has started; other queries are ignored
         self._lock = threading.Lock()
+        self._pending: list[tuple[Any, ...]] = []
         self._closed = False
+        self._terminated = threading.Event()
 
-    def detach(self, spark: SparkSession) -> None:
-        """Stop recording: unregister from ``spark``, wait for a report in flight, ignore any later one."""
+    def detach(self, spark: SparkSession, timeout_s: float = 5.0) -> None:
+        """Stop listening, then write what was still queued. Spark delivers the query's last progress report
+        before its termination event, so when the query has ended this waits (briefly) for that event."""
+        if all(str(q.id) != self.query_id for q in spark.streams.active):  # the query has ended
+            self._terminated.wait(timeout_s)
         spark.streams.removeListener(self)
         with self._lock:
             self._closed = True
+        self.flush(spark)
+
+    def flush(self, spark: SparkSession) -> int:
+        """Append the queued rows to ops.bronze_lag; returns how many. Lag is advisory: a failed write is
+        logged and never breaks ingestion."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+        if rows:
+            try:
+                frame = spark.createDataFrame(rows, _spark_schema(LAG_SCHEMA))
+                frame.write.format("delta").mode("append").save(self.path)
+            except Exception:
+                log.exception("could not record bronze lag")
+        return len(rows)
 
     def onQueryStarted(self, event: Any) -> None:
         pass
@@ -465,31 +489,17 @@ class LagRecorder(StreamingQueryListener):
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
-        pass
+        if str(event.id) == self.query_id:
+            self._terminated.set()
 
     def onQueryProgress(self, event: Any) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            try:  # lag is advisory: never let it break ingestion
-                self._record(event.progress)
-            except Exception:
-                log.exception("could not record bronze lag")
-
-    def _record(self, progress: Any) -> None:
+        progress = event.progress
         if str(progress.id) != self.query_id:
             return
         rows = lag_rows(str(progress.id), progress.batchId, progress.sources)
-        if not rows:
-            return
-        from deltalake import write_deltalake
-
-        write_deltalake(
-            self.path,
-            pa.Table.from_pylist(rows, schema=LAG_SCHEMA),
-            mode="append",
-            storage_options=self.storage_options or None,
-        )
+        with self._lock:
+            if not self._closed:
+                self._pending.extend(tuple(row[name] for name in LAG_SCHEMA.names) for row in rows)
 
 
 def _offsets(text: str | None) -> dict[str, dict[str, int]]:
@@ -525,60 +535,50 @@ def lag_rows(query_id: str, batch_id: int, sources: Any) -> list[dict[str, Any]]
     return rows
 
 
-def freshness(settings: Settings) -> list[dict[str, Any]]:
+def freshness(spark: SparkSession, settings: Settings) -> list[dict[str, Any]]:
     """Per Kafka partition: highest event time and ingest time committed to bronze, and the last lag.
 
-    What downstream jobs and Airflow sensors read to decide whether bronze is complete enough.
+    What downstream jobs and Airflow sensors read to decide whether bronze is complete enough. Spark
+    aggregates the progress tables, so the driver holds one row per Kafka partition whatever their size.
     """
-    from deltalake import DeltaTable
+    from pyspark.sql import functions as F
+
+    from pipelines.batch import table_exists
 
     lake = Lake(settings)
-    options = lake.storage_options or None
-    if not DeltaTable.is_deltatable(lake.bronze_progress, options):
+    if not table_exists(settings, lake.bronze_progress):
         return []
-    progress = DeltaTable(lake.bronze_progress, storage_options=options).to_pyarrow_table()
-    fresh = progress.group_by(["topic", "partition"]).aggregate(
-        [
-            ("max_offset", "max"),
-            ("max_occurred_at", "max"),
-            ("max_ingested_at", "max"),
-            ("events", "sum"),
-            ("quarantined", "sum"),
-        ]
-    )
-    lags: dict[tuple[str, int], int] = {}
-    lag_path = lake.table("ops", "bronze_lag")
-    if DeltaTable.is_deltatable(lag_path, options):
-        lag = DeltaTable(lag_path, storage_options=options).to_pyarrow_table()
-        if lag.num_rows:
-            latest = lag.sort_by([("reported_at", "ascending")])
-            for row in latest.to_pylist():
-                lags[(row["topic"], row["partition"])] = row["lag"]
-    rows = []
-    for row in fresh.sort_by([("topic", "ascending"), ("partition", "ascending")]).to_pylist():
-        key = (row["topic"], row["partition"])
-        rows.append(
-            {
-                "topic": key[0],
-                "partition": key[1],
-                "committed_offset": row["max_offset_max"] + 1,
-                "max_occurred_at": row["max_occurred_at_max"],
-                "max_ingested_at": row["max_ingested_at_max"],
-                "events": row["events_sum"],
-                "quarantined": row["quarantined_sum"],
-                "lag": lags.get(key),
-            }
+    fresh = (
+        spark.read.format("delta")
+        .load(lake.bronze_progress)
+        .groupBy("topic", "partition")
+        .agg(
+            (F.max("max_offset") + 1).alias("committed_offset"),
+            F.max("max_occurred_at").alias("max_occurred_at"),
+            F.max("max_ingested_at").alias("max_ingested_at"),
+            F.sum("events").alias("events"),
+            F.sum("quarantined").alias("quarantined"),
         )
-    return rows
+    )
+    lag_path = lake.table("ops", "bronze_lag")
+    if table_exists(settings, lag_path):
+        latest = (
+            spark.read.format("delta")
+            .load(lag_path)
+            .groupBy("topic", "partition")
+            .agg(F.max_by("lag", "reported_at").alias("lag"))
+        )
+        fresh = fresh.join(latest, ["topic", "partition"], "left")
+    else:
+        fresh = fresh.withColumn("lag", F.lit(None).cast("long"))
+    return [row.asDict() for row in fresh.orderBy("topic", "partition").collect()]
 
 
-def table_counts(path: str, columns: list[str], storage_options: dict[str, str] | None = None) -> dict[tuple, int]:
-    """Row counts grouped by ``columns`` (driver-side, pyarrow): for summaries and reconciliation."""
-    from deltalake import DeltaTable
+def table_counts(spark: SparkSession, settings: Settings, path: str, columns: list[str]) -> dict[tuple, int]:
+    """Row counts grouped by ``columns`` (aggregated by Spark): for summaries and reconciliation."""
+    from pipelines.batch import table_exists
 
-    options = storage_options or None
-    if not DeltaTable.is_deltatable(path, options):
+    if not table_exists(settings, path):
         return {}
-    table = DeltaTable(path, storage_options=options).to_pyarrow_table(columns=columns)
-    grouped = table.group_by(columns).aggregate([([], "count_all")])
-    return {tuple(row[c] for c in columns): row["count_all"] for row in grouped.to_pylist()}
+    grouped = spark.read.format("delta").load(path).groupBy(*columns).count().collect()
+    return {tuple(row[c] for c in columns): row["count"] for row in grouped}

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from pyspark.errors import PySparkException
+from pyspark.sql import SparkSession
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -277,11 +278,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.skip_bronze:
             err_console.print("bronze: catching up (Trigger.AvailableNow) ...")
             started = time.monotonic()
-            progress = _run_bronze_then_stop_spark(settings, bootstrap, once=True)
+            progress, counts = _run_bronze_then_stop_spark(settings, bootstrap, once=True)
             ingested = sum(p.numInputRows for p in progress)
             seconds = time.monotonic() - started
             console.print(f"bronze: {ingested} messages in {len(progress)} batch(es), {seconds:.1f}s")
-            _print_bronze_counts(settings)
+            _print_bronze_counts(counts)
     finally:
         if broker is not None and started_here and not args.keep_broker:
             broker.stop()
@@ -298,15 +299,16 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 # --- bronze -------------------------------------------------------------------------------------
 
 
-def _run_bronze_then_stop_spark(settings: Settings, bootstrap: str, once: bool) -> list:
-    """Run the bronze query in its own SparkSession; returns its progress reports. Spark is stopped before
-    the interpreter exits, so its listener thread and the JVM are drained first."""
+def _run_bronze_then_stop_spark(settings: Settings, bootstrap: str, once: bool) -> tuple[list, BronzeCounts]:
+    """Run the bronze query in its own SparkSession; returns its progress reports and the bronze counts after
+    it. Spark is stopped before the interpreter exits, so its listener thread and the JVM are drained first."""
     from pipelines.bronze import run_bronze
     from pipelines.spark import build_spark
 
     spark = build_spark(settings, app_name=f"lakehouse-{settings.bronze.query_name}")
     try:
-        return run_bronze(spark, settings, bootstrap, once=once).recentProgress
+        progress = run_bronze(spark, settings, bootstrap, once=once).recentProgress
+        return progress, _bronze_counts(spark, settings)
     finally:
         spark.stop()
 
@@ -317,19 +319,31 @@ def cmd_bronze_run(args: argparse.Namespace) -> int:
     bootstrap = resolve_bootstrap_servers(settings, start=False)
     mode = "catch-up (availableNow)" if args.once else f"continuous ({settings.bronze.trigger_interval})"
     err_console.print(f"bronze: {mode} from {bootstrap} into {settings.lake_root}; Ctrl-C stops cleanly")
-    progress = _run_bronze_then_stop_spark(settings, bootstrap, once=args.once)
+    progress, counts = _run_bronze_then_stop_spark(settings, bootstrap, once=args.once)
     rows = sum(p.numInputRows for p in progress)
     console.print(f"bronze: {len(progress)} micro-batch(es), {rows} message(s) this run")
-    _print_bronze_counts(settings)
+    _print_bronze_counts(counts)
     return 0
 
 
-def _print_bronze_counts(settings: Settings) -> None:
+BronzeCounts = tuple[dict[tuple, int], dict[tuple, int]]
+
+
+def _bronze_counts(spark: SparkSession, settings: Settings) -> BronzeCounts:
+    """Rows of bronze.events and bronze.quarantine per (tenant, event type)."""
     from pipelines.bronze import table_counts
     from pipelines.lake import Lake
 
     lake = Lake(settings)
-    events = table_counts(lake.bronze_events, ["tenant_id", "event_type"], lake.storage_options)
+    columns = ["tenant_id", "event_type"]
+    return (
+        table_counts(spark, settings, lake.bronze_events, columns),
+        table_counts(spark, settings, lake.bronze_quarantine, columns),
+    )
+
+
+def _print_bronze_counts(counts: BronzeCounts) -> None:
+    events, quarantine = counts
     table = Table(title="bronze.events by tenant and type")
     for column in ("tenant_id", "event_type", "events"):
         table.add_column(column, justify="right" if column == "events" else "left")
@@ -337,7 +351,6 @@ def _print_bronze_counts(settings: Settings) -> None:
         table.add_row(tenant, event_type, str(count))
     table.add_row("[bold]total", "", f"[bold]{sum(events.values())}")
     console.print(table)
-    quarantine = table_counts(lake.bronze_quarantine, ["tenant_id", "event_type"], lake.storage_options)
     table = Table(title="bronze.quarantine by tenant and type (best effort: null when unreadable)")
     for column in ("tenant_id", "event_type", "messages"):
         table.add_column(column, justify="right" if column == "messages" else "left")
@@ -350,7 +363,8 @@ def _print_bronze_counts(settings: Settings) -> None:
 def cmd_bronze_status(args: argparse.Namespace) -> int:
     from pipelines.bronze import freshness
 
-    rows = freshness(_settings(args))
+    settings = _settings(args)
+    rows = freshness(_batch_spark(settings, "bronze-status"), settings)
     if not rows:
         console.print("bronze: no batch committed yet")
         return 1
@@ -444,6 +458,7 @@ def _print_silver(result) -> None:
         ("events without device", result.unknown_device_events),
         ("new user agents parsed", result.new_user_agents),
         ("users dimension rows", result.users_dimension_rows),
+        ("users-file tenants without events", ", ".join(result.tenants_without_events) or "none"),
         ("seconds", result.seconds),
     ]
     for name, value in rows:
@@ -509,7 +524,17 @@ def cmd_dimensions_load(args: argparse.Namespace) -> int:
         f"{users_path(settings)}: {loaded.rows} users ({loaded.from_file} from the file, {loaded.from_signups} "
         f"from signup events) for tenants {', '.join(loaded.tenants) or 'none'}"
     )
+    _say_tenants_without_events(loaded.tenants_without_events)
     return 0
+
+
+def _say_tenants_without_events(tenants: list[str]) -> None:
+    if tenants:
+        err_console.print(
+            f"[yellow]note:[/yellow] the users file names tenant(s) bronze.events has no rows of: {', '.join(tenants)} "
+            "(a typo in conf/dimensions/users.csv, or tenants that have not sent events yet)",
+            highlight=False,
+        )
 
 
 def cmd_dimensions_sample_users(args: argparse.Namespace) -> int:
@@ -560,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", help="configuration profile (default: LAKEHOUSE_PROFILE or the file's default_profile)"
     )
     parser.add_argument("--config", help="configuration file (default: LAKEHOUSE_CONFIG or conf/lakehouse.yaml)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the main job: broker, topics, generate and publish a stream")
@@ -675,19 +701,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    session_before = SparkSession.getActiveSession()
     try:
         return args.func(args)
     except (ConfigError, BrokerError, JarsError, MetastoreError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        if args.debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     except PySparkException as exc:
+        if args.debug:
+            raise
         # An expected Spark failure (missing table, bad SQL, a failed query) in one or two lines, no JVM stack.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err_console.print(f"[red]error:[/red] Spark: {first[:500]}", highlight=False)
+        err_console.print(f"[red]error:[/red] Spark: {first[:500]} (--debug shows the traceback)", highlight=False)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    finally:
+        # Stop the SparkSession the command started while the interpreter is whole: the JVM gateway and Spark's
+        # threads end before Python's shutdown tears down modules. A caller's own session is left alone.
+        session = SparkSession.getActiveSession()
+        if session is not None and session is not session_before:
+            session.stop()
 
 
 if __name__ == "__main__":

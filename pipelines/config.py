@@ -161,6 +161,8 @@ class BronzeConfig(_Strict):
 
 class SilverConfig(_Strict):
     session_timeout_minutes: int = Field(default=30, ge=1)
+    # copies of one (tenant_id, event_id) whose occurred_at lie at most this far apart are one event
+    dedup_horizon_days: int = Field(default=7, ge=1)
     pii_rules: str = "conf/pii.yaml"
     dimensions_dir: str = "conf/dimensions"
 

@@ -29,7 +29,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipelines.batch import read_table, register_table, sql_in, table_exists
+from pipelines.batch import check_tenants, known_tenants, read_table, register_table, sql_in, table_exists
 from pipelines.config import Settings
 from pipelines.lake import Lake
 from pipelines.pii import pseudonym
@@ -97,6 +97,8 @@ class UsersLoad:
     rows: int
     from_file: int
     from_signups: int
+    # tenants of the users file bronze has never seen: a typo, or a tenant that has not sent events yet
+    tenants_without_events: list[str] = field(default_factory=list)
 
 
 def users_path(settings: Settings) -> str:
@@ -250,12 +252,17 @@ def load_users(
     signups: list[Signup] | None = None,
 ) -> UsersLoad:
     """Rebuild ``silver.dim_users`` for ``tenants`` (None: every tenant) in one atomic commit."""
-    file_rows = read_users_file(Path(settings.resolve_path(settings.silver.dimensions_dir)) / USERS_FILE)
+    users_file = Path(settings.resolve_path(settings.silver.dimensions_dir)) / USERS_FILE
+    file_rows = read_users_file(users_file)
+    bronze = Lake(settings).bronze_events
+    has_bronze = table_exists(settings, bronze)
+    known = known_tenants(settings, bronze) if has_bronze else []
+    if has_bronze:
+        tenants = check_tenants(tenants, known, "bronze.events")
     if tenants is not None:
         wanted = set(tenants)
         file_rows = [row for row in file_rows if row["tenant_id"] in wanted]
     if signups is None:
-        has_bronze = table_exists(settings, Lake(settings).bronze_events)
         signups = first_signups(spark, settings, tenants) if has_bronze else []
     rows = users_rows(key, file_rows, signups)
     path = users_path(settings)
@@ -278,6 +285,7 @@ def load_users(
         len(rows),
         sum(1 for r in rows if "file" in r["source"]),
         sum(1 for r in rows if "signup_event" in r["source"]),
+        sorted({row["tenant_id"] for row in file_rows} - set(known)) if has_bronze else [],
     )
 
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -51,9 +51,19 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipelines.batch import BatchJobError, days_between, partition_predicate, read_table, replace_partitions
+from pipelines.batch import (
+    BatchJobError,
+    check_tenants,
+    days_between,
+    known_tenants,
+    partition_predicate,
+    read_table,
+    replace_partitions,
+    table_exists,
+)
 from pipelines.config import Settings
 from pipelines.lake import Lake
+from pipelines.schemas import SchemaRegistry
 from pipelines.silver import MACHINE_EVENT_TYPES, events_path
 
 if TYPE_CHECKING:
@@ -93,7 +103,8 @@ def table_path(settings: Settings, name: str) -> str:
     return Lake(settings).table("gold", name)
 
 
-def load_funnels(path: str | Path) -> list[Funnel]:
+def load_funnels(path: str | Path, event_types: Collection[str] | None = None) -> list[Funnel]:
+    """The funnels of ``path``; with ``event_types`` (the registry's), a step that is not one is an error."""
     source = str(path)
     try:
         raw = yaml.safe_load(Path(path).read_text())
@@ -115,6 +126,10 @@ def load_funnels(path: str | Path) -> list[Funnel]:
             raise FunnelConfigError(f"{where}.steps: needs at least two event types, got {steps!r}")
         if len(set(steps)) != len(steps):
             raise FunnelConfigError(f"{where}.steps: an event type may appear once, got {steps!r}")
+        unknown = [step for step in steps if event_types is not None and step not in event_types]
+        if unknown:
+            known = ", ".join(sorted(event_types or ()))
+            raise FunnelConfigError(f"{where}.steps: {', '.join(unknown)} not a registered event type; known: {known}")
         if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_FUNNEL_WINDOW_MINUTES:
             raise FunnelConfigError(f"{where}.window_minutes: must be 1..{MAX_FUNNEL_WINDOW_MINUTES}, got {window!r}")
         funnels.append(Funnel(name, tuple(steps), window))
@@ -371,8 +386,11 @@ def build(
 
     say = progress or (lambda _message: None)
     started = time.monotonic()
-    configured = load_funnels(settings.resolve_path(settings.gold.funnels))
-    tenant_list = sorted(set(tenants)) if tenants else None
+    registry = SchemaRegistry.load(settings.schemas_dir)
+    configured = load_funnels(settings.resolve_path(settings.gold.funnels), registry.event_types())
+    if not table_exists(settings, events_path(settings)):
+        raise BatchJobError(f"no silver table at {events_path(settings)}; run silver build first")
+    tenant_list = check_tenants(tenants, known_tenants(settings, events_path(settings)), "silver.events")
     lookback_days = settings.gold.late_lookback_days if lookback else 0
     days = days_between(first - timedelta(days=lookback_days), last)
     behind = max(NEW_USER_HISTORY_DAYS, *ROLLING_DAYS, settings.gold.anomaly_window_days)

@@ -3,10 +3,14 @@
 silver.events (partitioned by tenant_id, event_date) holds every event once, at the current schema
 version, pseudonymized, attributed to a stitched identity, sessionized and enriched. The rules:
 
-Dedup
-    By (tenant_id, event_id); the kept copy is the first ingested one (ingested_at, then Kafka topic,
-    partition, offset: a total order, so the choice is deterministic). Re-sends carry the same
-    occurred_at, hence the same event_date partition, so copies that arrived days apart meet in one read.
+Dedup (``silver.dedup_horizon_days``, default 7)
+    By (tenant_id, event_id), whatever the copies' occurred_at: a bronze row is dropped when another copy of
+    its (tenant_id, event_id) was ingested before it (ingested_at, then Kafka topic, partition, offset: a
+    total order) and occurred at most the horizon apart from it. So of copies within the horizon exactly the
+    first ingested is kept - also when a client re-stamped the time on retry and the copies sit on different
+    days, and whichever days are built, in whichever order or runs: the rule reads only bronze (the
+    horizon's key columns around the built days), never what silver holds. Copies further apart than the
+    horizon are separate events.
 
 Upcast (every older version to the latest registered one; ``source_version`` keeps the original)
     page_view v1 -> v2: ``page_type`` derived from the URL path when absent (``/`` home, ``/c/...``
@@ -57,7 +61,9 @@ from typing import TYPE_CHECKING
 
 from pipelines.batch import (
     BatchJobError,
+    check_tenants,
     days_between,
+    known_tenants,
     partition_predicate,
     read_table,
     replace_partitions,
@@ -169,6 +175,7 @@ class SilverResult:
     unknown_device_events: int = 0
     new_user_agents: int = 0
     users_dimension_rows: int = 0
+    tenants_without_events: list[str] = field(default_factory=list)
     seconds: float = 0.0
     metrics: dict[str, int] = field(default_factory=dict)
 
@@ -287,8 +294,36 @@ def _apply_action(action: str, value: Column, tenant: Column) -> Column:
     return value
 
 
+def later_copies(keys: DataFrame, horizon_days: int) -> DataFrame:
+    """Kafka coordinates (topic, partition, offset) of the bronze rows dedup drops: copies of a (tenant_id,
+    event_id) with an earlier-ingested copy that occurred at most ``horizon_days`` apart.
+
+    ``keys`` holds the key columns of every bronze row within the horizon of the rows being judged. Only ids
+    seen more than once are compared pairwise, so the work beyond one aggregation scales with the duplicates.
+    """
+    from pyspark.sql import functions as F
+
+    key = ["tenant_id", "event_id"]
+    order = ["ingested_at", "topic", "partition", "offset"]
+    copies = keys.select(*key, "occurred_at", *order)
+    repeated = copies.groupBy(*key).count().where("count > 1").drop("count")
+    copies = copies.join(repeated, key, "left_semi")
+    later, earlier = copies.alias("later"), copies.alias("earlier")
+    pairs = later.join(
+        earlier,
+        [F.col(f"later.{c}") == F.col(f"earlier.{c}") for c in key]
+        + [
+            F.struct(*[F.col(f"earlier.{c}") for c in order]) < F.struct(*[F.col(f"later.{c}") for c in order]),
+            F.abs(F.unix_micros(F.col("later.occurred_at")) - F.unix_micros(F.col("earlier.occurred_at")))
+            <= horizon_days * 86_400_000_000,
+        ],
+    )
+    return pairs.select("later.topic", "later.partition", "later.offset").distinct()
+
+
 def transform(
     bronze: DataFrame,
+    copies_to_drop: DataFrame,
     build_days: Sequence[date],
     signups_map: DataFrame,
     users: DataFrame,
@@ -300,15 +335,15 @@ def transform(
 ) -> DataFrame:
     """The silver rules as one DataFrame (see the module docstring); rows of ``build_days`` only.
 
-    ``bronze`` holds the build days and the day before each (sessionization context). Helper columns
+    ``bronze`` holds the build days and the day before each (sessionization context); ``copies_to_drop`` the
+    coordinates dedup removes from it (``later_copies``). Helper columns
     ``_stitched``, ``_user_matched`` and ``_device_known`` are left for the caller's metrics.
 
     Shaped for speed, same result: built-in expressions only (no Python UDF); per-row work on ``context``
-    (device, IP, pseudonym) happens before the two shuffles, so the 240-byte context document never travels,
+    (device, IP, pseudonym) happens before the shuffles, so the 240-byte context document never travels,
     and context-day rows travel without their documents; every JSON document is parsed once; sessionization
     needs two window passes over one window order, which the users join reuses without another shuffle.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     in_build = F.col("event_date").isin(list(build_days))
@@ -337,8 +372,7 @@ def transform(
         .drop("user_id", "anonymous_id", "stitched_user_id")
     )
 
-    copies = Window.partitionBy("tenant_id", "event_id").orderBy("ingested_at", "topic", "partition", "offset")
-    df = df.withColumn("_copy", F.row_number().over(copies)).filter("_copy = 1").drop("_copy")
+    df = df.join(copies_to_drop, ["topic", "partition", "offset"], "left_anti")
 
     df = _sessionize(df, session_timeout_minutes).filter("_in_build")
 
@@ -549,7 +583,7 @@ def build(
     lake = Lake(settings)
     if not table_exists(settings, lake.bronze_events):
         raise BatchJobError(f"no bronze table at {lake.bronze_events}; run bronze ingestion first")
-    tenant_list = sorted(set(tenants)) if tenants else None
+    tenant_list = check_tenants(tenants, known_tenants(settings, lake.bronze_events), "bronze.events")
     days = days_between(first, last)
     say("dimensions: users (file + signup events), identity map")
     signups = first_signups(spark, settings, tenant_list)
@@ -561,7 +595,8 @@ def build(
         say(f"late events found: also rebuilding {', '.join(map(str, late))}")
     if restitched:
         say(f"new signups with earlier anonymous events: also rebuilding {', '.join(map(str, restitched))}")
-    result.users_dimension_rows = load_users(spark, settings, key, tenant_list, signups).rows
+    users = load_users(spark, settings, key, tenant_list, signups)
+    result.users_dimension_rows, result.tenants_without_events = users.rows, users.tenants_without_events
     signups_map = spark.createDataFrame(
         [(s.tenant_id, s.anonymous_id, s.user_id) for s in signups if s.anonymous_id is not None],
         "tenant_id string, anonymous_id string, stitched_user_id string",
@@ -587,8 +622,18 @@ def build(
     bronze = bronze.observe(
         observed_input, F.sum(F.col("event_date").isin(build_days).cast("long")).alias("bronze_rows")
     )
+    horizon = settings.silver.dedup_horizon_days
+    horizon_days = days_between(context_days[0] - timedelta(days=horizon), build_days[-1] + timedelta(days=horizon))
+    keys = read_table(
+        spark,
+        settings,
+        lake.bronze_events,
+        partition_predicate(tenant_list, "event_date", horizon_days),
+        columns=["tenant_id", "event_id", "occurred_at", "ingested_at", "topic", "partition", "offset"],
+    )
     events = transform(
         bronze,
+        later_copies(keys, horizon),
         build_days,
         signups_map,
         read_users(spark, settings, tenant_list),

@@ -41,6 +41,10 @@ def settings(broker: BrokerHandle, metastore: MetastoreHandle, tmp_session_dir: 
         "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_session_dir / "broker"),
         "LAKEHOUSE__SPARK__MASTER": "local[2]",
         "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_session_dir / "metastore"),
+        # The generator's data has fixed dates (2026-11 by default) and bronze quarantines by age against the
+        # wall clock: a century keeps that data valid on any date. The limits are tested with events placed
+        # relative to now (test_bronze.py).
+        "LAKEHOUSE__BRONZE__MAX_EVENT_AGE_DAYS": "36500",
     }
     return load_settings(environ=environ)
 
@@ -83,6 +87,10 @@ def spark(tmp_session_dir: Path, metastore: MetastoreHandle):
         "LAKEHOUSE__SPARK__MASTER": "local[2]",
         "LAKEHOUSE__LAKE__ROOT": str(tmp_session_dir / "lake"),
         "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_session_dir / "metastore"),
+        # The generator's data has fixed dates (2026-11 by default) and bronze quarantines by age against the
+        # wall clock: a century keeps that data valid on any date. The limits are tested with events placed
+        # relative to now (test_bronze.py).
+        "LAKEHOUSE__BRONZE__MAX_EVENT_AGE_DAYS": "36500",
     }
     session = build_spark(load_settings(environ=environ), app_name="lakehouse-tests")
     yield session

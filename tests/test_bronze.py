@@ -100,12 +100,13 @@ def test_every_message_lands_once_with_reasons(spark, isolated_settings: Setting
     assert sample["event_date"] == sample["occurred_at"].date()
     assert sample["trace_id"] and len(sample["trace_id"]) == 32
     by_type = Counter((r["tenant_id"], r["event_type"]) for r in bronze)
-    assert table_counts(lake.bronze_events, ["tenant_id", "event_type"]) == by_type
+    assert table_counts(spark, isolated_settings, lake.bronze_events, ["tenant_id", "event_type"]) == by_type
 
     # freshness: per partition, committed offsets and event/ingest times
-    fresh = freshness(isolated_settings)
+    fresh = freshness(spark, isolated_settings)
     assert sum(r["events"] + r["quarantined"] for r in fresh) == len(messages)
     assert all(r["max_ingested_at"] is not None for r in fresh)
+    assert all(r["lag"] == 0 for r in fresh), "caught up: the last recorded lag of every partition is 0"
 
     # a second catch-up with nothing new adds nothing
     run_bronze(spark, isolated_settings, broker.bootstrap_servers, once=True)
@@ -129,7 +130,9 @@ def test_partition_layout_and_pruning(spark, isolated_settings: Settings, broker
     assert "PartitionFilters" in plan and "tenant_id" in plan.split("PartitionFilters")[1].split("]")[0]
     assert (
         pruned.count()
-        == table_counts(lake.bronze_events, ["tenant_id", "event_date"]).get((tenant, dt.date.fromisoformat(day)), 0)
+        == table_counts(spark, isolated_settings, lake.bronze_events, ["tenant_id", "event_date"]).get(
+            (tenant, dt.date.fromisoformat(day)), 0
+        )
         > 0
     )
     # the catalog names the same table
@@ -138,30 +141,38 @@ def test_partition_layout_and_pruning(spark, isolated_settings: Settings, broker
     )
 
 
+def _login(occurred: dt.datetime) -> dict:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "login",
+        "version": 1,
+        "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "tenant_id": "acme",
+        "user_id": "u1",
+        "anonymous_id": None,
+        "properties": {"method": "password"},
+    }
+
+
 def test_absurd_timestamps_and_null_values_are_quarantined(spark, isolated_settings: Settings, broker) -> None:
     now = dt.datetime.now(dt.UTC)
+    settings = isolated_settings.model_copy(
+        update={"bronze": isolated_settings.bronze.model_copy(update={"max_event_age_days": 365})}
+    )
 
-    def event(occurred: dt.datetime) -> dict:
-        return {
-            "event_id": str(uuid.uuid4()),
-            "event_type": "login",
-            "version": 1,
-            "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            "tenant_id": "acme",
-            "user_id": "u1",
-            "anonymous_id": None,
-            "properties": {"method": "password"},
-        }
-
-    good, ancient, future = event(now), event(now - dt.timedelta(days=800)), event(now + dt.timedelta(days=2))
-    topic = isolated_settings.kafka.topic_for_event_type["login"]
-    with EventProducer(isolated_settings, broker.bootstrap_servers) as producer:
-        for e in (good, ancient, future):
+    good, ancient, future = _login(now), _login(now - dt.timedelta(days=800)), _login(now + dt.timedelta(days=2))
+    only_user_id = _login(now)  # what a producer that knows only user_id sends: no anonymous_id, session, context
+    del only_user_id["anonymous_id"]
+    topic = settings.kafka.topic_for_event_type["login"]
+    with EventProducer(settings, broker.bootstrap_servers) as producer:
+        for e in (good, only_user_id, ancient, future):
             producer.send(topic, encode_event(e), message_key(e), message_headers(e))
         producer.send(topic, None, b"acme:u1", [])  # a tombstone
-    run_bronze(spark, isolated_settings, broker.bootstrap_servers, once=True)
-    lake = Lake(isolated_settings)
-    assert [r["event_id"] for r in DeltaTable(lake.bronze_events).to_pyarrow_table().to_pylist()] == [good["event_id"]]
+    run_bronze(spark, settings, broker.bootstrap_servers, once=True)
+    lake = Lake(settings)
+    landed = DeltaTable(lake.bronze_events).to_pyarrow_table().to_pylist()
+    assert sorted(r["event_id"] for r in landed) == sorted([good["event_id"], only_user_id["event_id"]])
+    assert all(r["anonymous_id"] is None and r["session_id"] is None and r["context"] is None for r in landed)
     reasons = sorted(r["error_summary"] for r in DeltaTable(lake.bronze_quarantine).to_pyarrow_table().to_pylist())
     assert len(reasons) == 3
     assert any("older than" in r for r in reasons) and any("ahead" in r for r in reasons)
@@ -201,6 +212,8 @@ def test_compaction_while_streaming(spark, isolated_settings: Settings, broker) 
     assert len(events) + len(quarantine) == produced
     assert len(set(events) | set(quarantine)) == produced
     assert len(DeltaTable(lake.bronze_events).history()) > 3
+    lag = DeltaTable(lake.table("ops", "bronze_lag")).to_pyarrow_table(columns=["query_id", "lag"]).to_pylist()
+    assert lag and {row["query_id"] for row in lag} == {str(query.id)}, "lag recorded per batch of this query"
 
 
 @pytest.mark.slow
@@ -262,7 +275,7 @@ def _committed(lake: Lake) -> int:
 
 
 # Run in a child process: the bronze stream, with the process killed (SIGKILL) right after the events commit of
-# the second micro-batch - before its quarantine and progress commits. A targeted fault at the worst moment,
+# the first micro-batch - before its quarantine and progress commits. A targeted fault at the worst moment,
 # injected from the test by wrapping the writer; production code has no hook for it.
 _KILL_BETWEEN_COMMITS = """
 import os, signal, sys
@@ -270,12 +283,10 @@ from pipelines import bronze
 from pipelines.cli import main
 
 original = bronze.BatchWriter._append
-calls = []
 
 def append_then_die(df, path, txn):
     original(df, path, txn)
-    calls.append(path)
-    if path.endswith("/bronze/events") and int(txn["txnVersion"]) == 1:
+    if path.endswith("/bronze/events") and int(txn["txnVersion"]) == 0:
         os.kill(os.getpid(), signal.SIGKILL)
 
 bronze.BatchWriter._append = staticmethod(append_then_die)
@@ -283,29 +294,54 @@ sys.exit(main(["bronze", "run", "--once"]))
 """
 
 
+def _batch_timestamp(checkpoint: str, batch_id: int) -> dt.datetime:
+    """The time Spark fixed for a micro-batch in its offset log (line 2 holds the batch metadata)."""
+    metadata = json.loads(Path(checkpoint, "offsets", str(batch_id)).read_text().splitlines()[1])
+    return dt.datetime.fromtimestamp(metadata["batchTimestampMs"] / 1000, dt.UTC)
+
+
 @pytest.mark.slow
 def test_kill_between_the_events_and_quarantine_commits(isolated_settings: Settings, broker, tmp_path: Path) -> None:
-    """Batch 1's events are committed, its quarantine rows are not, when the process dies. The restart replays
-    batch 1: bronze.events skips it (its transaction id is recorded), bronze.quarantine writes it."""
+    """Batch 0's events are committed, its quarantine rows are not, when the process dies. The restart replays
+    batch 0: bronze.events skips it (its transaction id is recorded), bronze.quarantine writes it - and routes
+    every message as the first attempt did, although the limits' boundary has passed in between: messages that
+    were just outside a limit stay quarantined (not lost), messages just inside stay events (not doubled)."""
     settings = isolated_settings.model_copy(
-        update={"bronze": isolated_settings.bronze.model_copy(update={"max_offsets_per_trigger": 150})}
+        update={
+            "bronze": isolated_settings.bronze.model_copy(
+                update={"max_offsets_per_trigger": 150, "max_event_age_days": 3, "max_future_skew_minutes": 1}
+            )
+        }
     )
     config = write_config(settings, tmp_path / "lakehouse.yaml")
     env = {**os.environ, "LAKEHOUSE_CONFIG": str(config)}
     lake = Lake(settings)
-    spec = GeneratorSpec(seed=21, tenants=2, users_per_tenant=30, days=2, malformed_rate=0.1)
+    # Both limits flip at `boundary`: before it, `crossing_future` is too far ahead (quarantine) and `crossing_age`
+    # young enough (event); after it, the other way round. The first attempt runs before the boundary, the replay
+    # after it; routing by the replay's clock would lose the first and double the second.
+    published_at = dt.datetime.now(dt.UTC)
+    boundary = published_at + dt.timedelta(seconds=150)
+    crossing_future = _login(boundary + dt.timedelta(minutes=1))
+    crossing_age = _login(boundary - dt.timedelta(days=3))
+    topic = settings.kafka.topic_for_event_type["login"]
+    with EventProducer(settings, broker.bootstrap_servers) as producer:  # first, so they are in batch 0
+        for event in (crossing_future, crossing_age):
+            producer.send(topic, encode_event(event), message_key(event), message_headers(event))
+    start = (published_at - dt.timedelta(days=2)).date()
+    spec = GeneratorSpec(seed=21, tenants=2, users_per_tenant=30, days=2, malformed_rate=0.1, start_date=start)
     messages, _ = publish(settings, broker.bootstrap_servers, spec)
     assert len(messages) > 3 * 150, "needs several micro-batches"
 
     killed = subprocess.run([sys.executable, "-c", _KILL_BETWEEN_COMMITS], env=env, capture_output=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
-    query_id = json.loads(Path(lake.checkpoint(settings.bronze.query_name), "metadata").read_text())["id"]
-    assert DeltaTable(lake.bronze_events).transaction_version(query_id) == 1  # batch 1's events are in
-    assert DeltaTable(lake.bronze_quarantine).transaction_version(query_id) == 0  # ... its quarantine rows not
-    progress_batches = {
-        r["batch_id"] for r in DeltaTable(lake.bronze_progress).to_pyarrow_table(columns=["batch_id"]).to_pylist()
-    }
-    assert progress_batches == {0}
+    checkpoint = lake.checkpoint(settings.bronze.query_name)
+    query_id = json.loads(Path(checkpoint, "metadata").read_text())["id"]
+    assert DeltaTable(lake.bronze_events).transaction_version(query_id) == 0  # batch 0's events are in
+    assert DeltaTable(lake.bronze_quarantine).transaction_version(query_id) is None  # ... its quarantine rows not
+    assert DeltaTable(lake.bronze_progress).to_pyarrow_table().num_rows == 0
+    first_attempt = _batch_timestamp(checkpoint, 0)
+    assert first_attempt < boundary, f"batch 0 ran {first_attempt - published_at} after publishing; needs < 150 s"
+    time.sleep(max(0.0, (boundary - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
 
     final = subprocess.run(
         [sys.executable, "-m", "pipelines", "bronze", "run", "--once"], env=env, capture_output=True, timeout=600
@@ -313,5 +349,48 @@ def test_kill_between_the_events_and_quarantine_commits(isolated_settings: Setti
     assert final.returncode == 0, final.stderr.decode()[-3000:]
     landed = Counter(coordinates(lake.bronze_events) + coordinates(lake.bronze_quarantine))
     assert all(count == 1 for count in landed.values()), "no message twice"
-    assert sum(landed.values()) == len(messages), "no message lost"
-    assert values(lake.bronze_events) + values(lake.bronze_quarantine) == Counter(m.value for m in messages)
+    assert sum(landed.values()) == len(messages) + 2, "no message lost"
+    event_ids = {
+        r["event_id"] for r in DeltaTable(lake.bronze_events).to_pyarrow_table(columns=["event_id"]).to_pylist()
+    }
+    assert crossing_age["event_id"] in event_ids, "an event at batch 0's time, routed so on replay"
+    assert crossing_future["event_id"] not in event_ids, "quarantined at batch 0's time, routed so on replay"
+    # the replayed batch carries the first attempt's time, in both tables
+    batch_zero = [
+        r["ingested_at"]
+        for path in (lake.bronze_events, lake.bronze_quarantine)
+        for r in DeltaTable(path).to_pyarrow_table(columns=["ingested_at"]).to_pylist()
+        if r["ingested_at"] <= first_attempt
+    ]
+    assert batch_zero and set(batch_zero) == {first_attempt}
+    assert values(lake.bronze_events) + values(lake.bronze_quarantine) == Counter(
+        [m.value for m in messages] + [encode_event(crossing_future), encode_event(crossing_age)]
+    )
+
+
+@pytest.mark.slow
+def test_catch_up_runs_exit_zero_every_time(isolated_settings: Settings, broker, tmp_path: Path) -> None:
+    """`bronze run --once` again and again against the same broker and lake: each run that did its work exits 0
+    (a scheduler marks anything else failed), with or without new messages since the last run."""
+    config = write_config(isolated_settings, tmp_path / "lakehouse.yaml")
+    env = {**os.environ, "LAKEHOUSE_CONFIG": str(config)}
+    produced = 0
+    for run in range(5):
+        if run != 3:  # one run finds nothing new
+            messages, _ = publish(
+                isolated_settings,
+                broker.bootstrap_servers,
+                GeneratorSpec(seed=100 + run, tenants=1, users_per_tenant=10, days=1),
+            )
+            produced += len(messages)
+        done = subprocess.run(
+            [sys.executable, "-m", "pipelines", "bronze", "run", "--once"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"run {run}: exit {done.returncode}\n{done.stderr[-3000:]}"
+        lake = Lake(isolated_settings)
+        assert len(coordinates(lake.bronze_events)) + len(coordinates(lake.bronze_quarantine)) == produced
+        assert "bronze.events by tenant and type" in done.stdout

@@ -386,3 +386,11 @@ def test_generated_stream_reconciles_with_truth(spark, tmp_path: Path) -> None:
     assert {
         (r["tenant_id"], r["date"].isoformat(), r["currency"]): int(r["revenue"] * 100) for r in revenue
     } == truth.revenue_cents
+
+
+def test_funnel_steps_must_be_registered_event_types(tmp_path: Path) -> None:
+    funnels = tmp_path / "funnels.yaml"
+    funnels.write_text("funnels:\n  - {name: buy, steps: [product_view, add_to_kart], window_minutes: 30}\n")
+    assert [f.steps for f in gold.load_funnels(funnels)] == [("product_view", "add_to_kart")]  # no registry given
+    with pytest.raises(gold.FunnelConfigError, match=r"funnels\[0\].steps: add_to_kart not a registered event type"):
+        gold.load_funnels(funnels, ["product_view", "add_to_cart"])

@@ -312,10 +312,24 @@ def test_unknown_type_or_version_still_reports_envelope_violations(registry: Sch
     assert paths(registry.validate(event)) == ["$.occurred_at", "$.version"]
 
 
-def test_missing_identity_fields_are_each_reported(registry: SchemaRegistry) -> None:
+def test_an_absent_identity_field_means_null(registry: SchemaRegistry) -> None:
+    """A producer that only knows user_id (or only anonymous_id) leaves the other out."""
+    for known in ("user_id", "anonymous_id"):
+        event = example_event("login", 1)
+        del event["anonymous_id" if known == "user_id" else "user_id"]
+        for optional in ("session_id", "context"):
+            del event[optional]
+        assert registry.validate(event) == []
+        _, violations = registry.validate_json(json.dumps(event))
+        assert violations == []
+
+
+def test_without_any_identity_the_event_is_one_violation(registry: SchemaRegistry) -> None:
     event = example_event("login", 1)
     del event["user_id"], event["anonymous_id"]
-    assert paths(registry.validate(event)) == ["$", "$.anonymous_id", "$.user_id"]
+    violations = registry.validate(event)
+    assert paths(violations) == ["$"]
+    assert "at least one of user_id and anonymous_id" in violations[0].message
 
 
 @pytest.mark.parametrize("not_an_event", [[], "login", 42, None, True])

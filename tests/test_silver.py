@@ -440,3 +440,86 @@ def test_dimension_tables_reload_per_tenant_and_insert_only_new_agents(spark, tm
     devices = {r["user_agent"]: r["device_class"] for r in DeltaTable(path).to_pyarrow_table().to_pylist()}
     assert devices == {DESKTOP_UA: "desktop", IPHONE_UA: "mobile"}  # delta-rs reads what Spark wrote
     assert [entry["operation"] for entry in tables.history(spark, path)] == ["MERGE", "WRITE"]
+
+
+def test_unknown_tenants_fail_with_the_known_ones(spark, built, tmp_path: Path, capsys) -> None:
+    """A typo in --tenant (or in the users file) stops the job before any table is touched, naming the tenants
+    the data holds; nothing is silently built for nobody."""
+    from conftest import write_config
+
+    from pipelines import tables
+    from pipelines.batch import BatchJobError
+    from pipelines.cli import main
+    from pipelines.dimensions import load_users
+
+    settings, _, _ = built
+    version = tables.table_version(spark, silver.events_path(settings))
+    with pytest.raises(BatchJobError, match=r"unknown tenant\(s\) t3, tx: bronze.events holds t1, t2$"):
+        silver.build(spark, settings, D1, D1, ["t1", "tx", "t3"])
+    config = write_config(settings, tmp_path / "lakehouse.yaml")
+    argv = ["--config", str(config), "silver", "build", "--from", "2026-11-01", "--to", "2026-11-01", "--tenant", "tx"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown tenant(s) tx: bronze.events holds t1, t2" in err and "Traceback" not in err
+    assert tables.table_version(spark, silver.events_path(settings)) == version
+
+    # the users file may name a tenant bronze has not seen (not sent events yet, or a typo): loaded and reported
+    (tmp_path / "users.csv").write_text(USERS_CSV + "t1x,u5,2025-02-01,free,US\n")
+    elsewhere = settings.model_copy(
+        update={"silver": settings.silver.model_copy(update={"dimensions_dir": str(tmp_path)})}
+    )
+    loaded = load_users(spark, elsewhere, hmac_key(elsewhere), ["t1"])
+    assert loaded.tenants_without_events == ["t1x"] and loaded.tenants == ["t1"]
+    with pytest.raises(BatchJobError, match=r"unknown tenant\(s\) t1x: bronze.events holds t1, t2$"):
+        load_users(spark, elsewhere, hmac_key(elsewhere), ["t1x"])
+
+
+DEDUP_DAYS = [date(2026, 11, d) for d in range(1, 21)]
+
+
+def _copies_lake(spark, root: Path) -> Settings:
+    """Four events each re-sent with a re-stamped occurred_at, in the order the copies were ingested:
+    r1 1 day later, r2 2 days later, r6 6 days later, r10 10 days later (beyond the 7-day horizon). rb's
+    re-sent copy was ingested FIRST but carries the earlier time: the earlier-ingested copy (day 9) is kept."""
+    rows = []
+    for n, (name, first, second) in enumerate([("r1", 2, 3), ("r2", 4, 6), ("r6", 5, 11), ("r10", 3, 13)]):
+        for copy, (day, ingested) in enumerate([(first, first), (second, second)]):
+            e = event(name, "login", at(date(2026, 11, day), "09:00:00"), user="u1", props={"method": "password"})
+            rows.append(bronze_row(e, ingest(at(date(2026, 11, ingested), "09:00:05")), "events", copy, n))
+    late = event("rb", "login", at(date(2026, 11, 9), "09:00:00"), user="u1", props={"method": "password"})
+    rows.append(bronze_row(late, ingest(at(date(2026, 11, 10), "09:00:05")), "events", 0, 10))
+    early = {**late, "occurred_at": at(date(2026, 11, 5), "09:00:00")}  # re-stamped earlier, ingested later
+    rows.append(bronze_row(early, ingest(at(date(2026, 11, 12), "09:00:05")), "events", 1, 10))
+    settings = lake_settings(root)
+    write_bronze(spark, Lake(settings).bronze_events, bronze_table(rows))
+    return settings
+
+
+def _kept(spark, settings: Settings) -> list[tuple[str, date]]:
+    rows = spark.read.format("delta").load(silver.events_path(settings)).select("event_id", "event_date").collect()
+    return sorted((r["event_id"], r["event_date"]) for r in rows)
+
+
+EXPECTED_COPIES = [
+    ("r1", date(2026, 11, 2)),
+    ("r10", date(2026, 11, 3)),
+    ("r10", date(2026, 11, 13)),  # 10 days apart: beyond the horizon, two events
+    ("r2", date(2026, 11, 4)),
+    ("r6", date(2026, 11, 5)),
+    ("rb", date(2026, 11, 9)),  # the first ingested copy, although the other says it happened earlier
+]
+
+
+@pytest.mark.parametrize("order", ["one run", "daily runs forward", "daily runs backward"])
+def test_copies_with_restamped_times_are_one_event_within_the_horizon(spark, tmp_path: Path, order: str) -> None:
+    """(tenant_id, event_id) is unique in silver within the dedup horizon whatever the copies' occurred_at and
+    whichever days are built in which order: the first ingested copy is kept."""
+    settings = _copies_lake(spark, tmp_path)
+    if order == "one run":
+        silver.build(spark, settings, DEDUP_DAYS[0], DEDUP_DAYS[-1], include_late=False)
+    else:
+        days = DEDUP_DAYS if order == "daily runs forward" else DEDUP_DAYS[::-1]
+        for day in days:
+            if day in {date(2026, 11, d) for d in (2, 3, 4, 5, 6, 9, 11, 13)}:  # the days holding copies
+                silver.build(spark, settings, day, day, include_late=False)
+    assert _kept(spark, settings) == EXPECTED_COPIES
