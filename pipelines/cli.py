@@ -137,18 +137,30 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas_check(args: argparse.Namespace) -> int:
+    from pipelines.pii import load_pii_rules
     from pipelines.schemas import SchemaRegistry, check_compatibility
 
     settings = _settings(args)
     registry = SchemaRegistry.load(settings.schemas_dir)
     issues = check_compatibility(registry)
+    rules = load_pii_rules(settings.resolve_path(settings.silver.pii_rules))
+    unclassified = rules.unclassified(registry)
     for event_type in registry.event_types:
         console.print(f"{event_type}: versions {registry.versions(event_type)}")
-    if issues:
-        for issue in issues:
-            err_console.print(f"[red]INCOMPATIBLE[/red] {issue}")
+    for issue in issues:
+        err_console.print(f"[red]INCOMPATIBLE[/red] {issue}", highlight=False)
+    for field in unclassified:
+        err_console.print(
+            f"[red]UNCLASSIFIED[/red] {settings.schemas_dir}/{field}: no rule in {rules.source} "
+            "(add keep, pseudonymize, strip_query or drop; silver drops it until then)",
+            highlight=False,
+        )
+    if issues or unclassified:
         return 1
-    console.print(f"[green]{len(registry.event_types)} event types, all versions backward compatible[/green]")
+    console.print(
+        f"[green]{len(registry.event_types)} event types, all versions backward compatible, "
+        f"every field classified in {rules.source}[/green]"
+    )
     return 0
 
 
@@ -456,6 +468,7 @@ def _print_silver(result) -> None:
         ("events in derived sessions", result.derived_session_events),
         ("identified events without users-dimension row", result.unmatched_user_events),
         ("events without device", result.unknown_device_events),
+        ("unclassified property values dropped (conf/pii.yaml)", result.unclassified_values_dropped),
         ("new user agents parsed", result.new_user_agents),
         ("users dimension rows", result.users_dimension_rows),
         ("users-file tenants without events", ", ".join(result.tenants_without_events) or "none"),
@@ -707,14 +720,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BrokerError, JarsError, MetastoreError, ValueError) as exc:
         if args.debug:
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except PySparkException as exc:
         if args.debug:
             raise
         # An expected Spark failure (missing table, bad SQL, a failed query) in one or two lines, no JVM stack.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err_console.print(f"[red]error:[/red] Spark: {first[:500]} (--debug shows the traceback)", highlight=False)
+        err_console.print(
+            f"[red]error:[/red] Spark: {first[:500]} (--debug shows the traceback)", highlight=False, soft_wrap=True
+        )
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")

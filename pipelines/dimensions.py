@@ -30,7 +30,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,10 +40,10 @@ import pyarrow as pa
 from pipelines.batch import check_tenants, known_tenants, read_table, register_table, sql_in, table_exists
 from pipelines.config import Settings
 from pipelines.lake import Lake
-from pipelines.pii import pseudonym
+from pipelines.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from pipelines.generator import GeneratedMessage
 
@@ -66,7 +66,7 @@ USERS_SCHEMA = pa.schema(
 )
 DEVICES_SCHEMA = pa.schema(
     [
-        ("user_agent", pa.string()),
+        ("user_agent_key", pa.string()),  # keyed pseudonym of the user agent (a fingerprint is never stored)
         ("device_class", pa.string()),
         ("os_family", pa.string()),
         ("browser_family", pa.string()),
@@ -77,18 +77,6 @@ _DESKTOP_OS = frozenset({"Windows", "Mac OS X", "Linux", "Ubuntu", "Fedora", "Ch
 
 class DimensionError(ValueError):
     """A dimension source is invalid; the message names the file, line and column."""
-
-
-@dataclass(frozen=True)
-class Signup:
-    """The first signup of one anonymous visitor or user (raw ids: driver memory only, never written)."""
-
-    tenant_id: str
-    user_id: str
-    anonymous_id: str | None
-    occurred_at: datetime
-    plan: str | None
-    country: str | None
 
 
 @dataclass(frozen=True)
@@ -116,10 +104,6 @@ def country_of(locale: str | None) -> str | None:
     parts = locale.replace("_", "-").split("-")
     region = parts[1] if len(parts) > 1 else ""
     return region.upper() if len(region) == 2 and region.isalpha() else None
-
-
-def cohort_week(day: date) -> date:
-    return day - timedelta(days=day.weekday())
 
 
 def read_users_file(path: Path) -> list[dict[str, Any]]:
@@ -159,21 +143,24 @@ def read_users_file(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def first_signups(spark: SparkSession, settings: Settings, tenants: Sequence[str] | None) -> list[Signup]:
-    """Every tenant's first signup per anonymous visitor and per user, from bronze (all dates).
+def signup_events(spark: SparkSession, settings: Settings, tenants: Sequence[str] | None) -> DataFrame | None:
+    """Every signup event with a user id in bronze (all dates; first ingested copy), None without bronze:
+    tenant_id, user_id, anonymous_id, occurred_at, event_id, plan, locale. Raw ids: joined on by Spark, never
+    written or collected.
 
-    Bronze is partitioned by event_type, so this reads only the signup partitions. Duplicates resolve to
-    the first ingested copy like in silver; several signups of one anonymous id -> the earliest wins.
+    Bronze is partitioned by event_type, so this reads only the signup partitions.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    if not table_exists(settings, Lake(settings).bronze_events):
+        return None
     condition = "event_type = 'signup'" + ("" if tenants is None else f" AND {sql_in('tenant_id', tenants)}")
     columns = ["tenant_id", "event_id", "user_id", "anonymous_id", "occurred_at", "properties", "context"]
     columns += ["ingested_at", "topic", "partition", "offset"]
     signups = read_table(spark, settings, Lake(settings).bronze_events, condition, columns=columns)
     copies = Window.partitionBy("tenant_id", "event_id").orderBy("ingested_at", "topic", "partition", "offset")
-    rows = (
+    return (
         signups.filter(F.col("user_id").isNotNull())
         .withColumn("_copy", F.row_number().over(copies))
         .filter("_copy = 1")
@@ -186,62 +173,91 @@ def first_signups(spark: SparkSession, settings: Settings, tenants: Sequence[str
             F.get_json_object("properties", "$.plan").alias("plan"),
             F.get_json_object("context", "$.locale").alias("locale"),
         )
-        .orderBy("tenant_id", "occurred_at", "event_id")
-        .collect()
     )
-    seen_users: set[tuple[str, str]] = set()
-    seen_anonymous: set[tuple[str, str]] = set()
-    result = []
-    for row in rows:
-        user, anonymous = (row.tenant_id, row.user_id), (row.tenant_id, row.anonymous_id)
-        first_for_anonymous = row.anonymous_id is not None and anonymous not in seen_anonymous
-        if user in seen_users and not first_for_anonymous:
-            continue
-        seen_users.add(user)
-        if row.anonymous_id is not None:
-            seen_anonymous.add(anonymous)
-        result.append(
-            Signup(
-                row.tenant_id,
-                row.user_id,
-                row.anonymous_id if first_for_anonymous else None,
-                row.occurred_at.astimezone(UTC),
-                row.plan,
-                country_of(row.locale),
+
+
+def identity_map(spark: SparkSession, signups: DataFrame | None) -> DataFrame:
+    """(tenant_id, anonymous_id, stitched_user_id, signed_up_at): the user each anonymous visitor became at its
+    earliest signup (several signups of one anonymous id: the earliest wins)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    schema = "tenant_id string, anonymous_id string, stitched_user_id string, signed_up_at timestamp"
+    if signups is None:
+        return spark.createDataFrame([], schema)
+    earliest = Window.partitionBy("tenant_id", "anonymous_id").orderBy("occurred_at", "event_id")
+    return (
+        signups.where(F.col("anonymous_id").isNotNull())
+        .withColumn("_n", F.row_number().over(earliest))
+        .where("_n = 1")
+        .select(
+            "tenant_id",
+            "anonymous_id",
+            F.col("user_id").alias("stitched_user_id"),
+            F.col("occurred_at").alias("signed_up_at"),
+        )
+    )
+
+
+def _country(locale: Column) -> Column:
+    """:func:`country_of` as a Spark expression."""
+    from pyspark.sql import functions as F
+
+    region = F.try_element_at(F.split(F.regexp_replace(locale, "_", "-"), "-"), F.lit(2))
+    return F.when(region.rlike("^[A-Za-z]{2}$"), F.upper(region))
+
+
+def users_frame(
+    spark: SparkSession, key: bytes, file_rows: list[dict[str, Any]], signups: DataFrame | None
+) -> DataFrame:
+    """``silver.dim_users`` rows: both sources merged per (tenant, user) - file values win, the user's earliest
+    signup event fills the gaps - keyed by the user's pseudonym. Runs in Spark: however many users signed up,
+    the driver holds only the CRM file."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    file_schema = "tenant_id string, user_id string, signup_date date, plan string, country string"
+    from_file = spark.createDataFrame(
+        [(r["tenant_id"], r["user_id"], r["signup_date"], r["plan"], r["country"]) for r in file_rows], file_schema
+    ).withColumn("_in_file", F.lit(True))
+    if signups is None:
+        from_events = spark.createDataFrame([], file_schema)
+    else:
+        earliest = Window.partitionBy("tenant_id", "user_id").orderBy("occurred_at", "event_id")
+        from_events = (
+            signups.withColumn("_n", F.row_number().over(earliest))
+            .where("_n = 1")
+            .select(
+                "tenant_id",
+                "user_id",
+                F.to_date("occurred_at").alias("signup_date"),
+                "plan",
+                _country(F.col("locale")).alias("country"),
             )
         )
-    return result
-
-
-def users_rows(key: bytes, file_rows: Iterable[dict[str, Any]], signups: Iterable[Signup]) -> list[dict[str, Any]]:
-    """Merge both sources per (tenant, user): file values win, signup events fill the gaps."""
-    merged: dict[tuple[str, str], dict[str, Any]] = {}
-    for signup in signups:
-        slot = (signup.tenant_id, signup.user_id)
-        if slot in merged:
-            continue  # signups arrive oldest first: the first one is the signup
-        merged[slot] = {
-            "signup_date": signup.occurred_at.date(),
-            "plan": signup.plan,
-            "country": signup.country,
-            "source": "signup_event",
-        }
-    for row in file_rows:
-        slot = (row["tenant_id"], row["user_id"])
-        derived = merged.get(slot, {})
-        merged[slot] = {
-            name: row[name] if row[name] is not None else derived.get(name)
-            for name in ("signup_date", "plan", "country")
-        } | {"source": "file+signup_event" if derived else "file"}
-    return [
-        {
-            "tenant_id": tenant,
-            "user_key": pseudonym(key, tenant, user),
-            **values,
-            "cohort_week": cohort_week(values["signup_date"]) if values["signup_date"] else None,
-        }
-        for (tenant, user), values in sorted(merged.items())
-    ]
+    from_events = from_events.withColumn("_in_events", F.lit(True))
+    merged = from_file.alias("f").join(from_events.alias("e"), ["tenant_id", "user_id"], "full_outer")
+    in_file, in_events = F.col("_in_file").isNotNull(), F.col("_in_events").isNotNull()
+    pseudonymizer = SparkPseudonymizer(spark, key)
+    users = pseudonymizer.attach(
+        merged.select(
+            "tenant_id",
+            "user_id",
+            *[F.coalesce(f"f.{c}", f"e.{c}").alias(c) for c in ("signup_date", "plan", "country")],
+            F.when(in_file & in_events, "file+signup_event")
+            .when(in_file, "file")
+            .otherwise("signup_event")
+            .alias("source"),
+        )
+    )
+    return pseudonymizer.detach(
+        users.withColumns(
+            {
+                "user_key": pseudonymizer.column(F.col("tenant_id"), F.col("user_id")),
+                "cohort_week": F.to_date(F.date_trunc("week", "signup_date")),  # Monday of the signup week
+            }
+        )
+    ).select(*USERS_SCHEMA.names)
 
 
 def load_users(
@@ -249,9 +265,13 @@ def load_users(
     settings: Settings,
     key: bytes,
     tenants: Sequence[str] | None = None,
-    signups: list[Signup] | None = None,
+    signups: DataFrame | None = None,
 ) -> UsersLoad:
-    """Rebuild ``silver.dim_users`` for ``tenants`` (None: every tenant) in one atomic commit."""
+    """Rebuild ``silver.dim_users`` for ``tenants`` (None: every tenant) in one atomic commit.
+
+    ``signups``: the tenants' signup events (:func:`signup_events`; read from bronze when not given)."""
+    from pyspark.sql import functions as F
+
     users_file = Path(settings.resolve_path(settings.silver.dimensions_dir)) / USERS_FILE
     file_rows = read_users_file(users_file)
     bronze = Lake(settings).bronze_events
@@ -259,33 +279,41 @@ def load_users(
     known = known_tenants(settings, bronze) if has_bronze else []
     if has_bronze:
         tenants = check_tenants(tenants, known, "bronze.events")
+    without_events = sorted({row["tenant_id"] for row in file_rows} - set(known)) if has_bronze else []
     if tenants is not None:
         wanted = set(tenants)
         file_rows = [row for row in file_rows if row["tenant_id"] in wanted]
     if signups is None:
-        signups = first_signups(spark, settings, tenants) if has_bronze else []
-    rows = users_rows(key, file_rows, signups)
+        signups = signup_events(spark, settings, tenants)
     path = users_path(settings)
-    frame = spark.createDataFrame(pa.Table.from_pylist(rows, schema=USERS_SCHEMA))
-    writer = (
-        frame.write.format("delta")
-        .mode("overwrite")
-        .partitionBy("tenant_id")
-        .option("userMetadata", "dimensions load users")
-    )
-    if tenants is None:
-        writer = writer.option("overwriteSchema", "true")  # every tenant: the whole table, current definition
-    else:
-        writer = writer.option("replaceWhere", sql_in("tenant_id", tenants))  # only the loaded tenants
-    writer.save(path)
+    frame = users_frame(spark, key, file_rows, signups).persist()
+    try:
+        writer = (
+            frame.write.format("delta")
+            .mode("overwrite")
+            .partitionBy("tenant_id")
+            .option("userMetadata", "dimensions load users")
+        )
+        if tenants is None:
+            writer = writer.option("overwriteSchema", "true")  # every tenant: the whole table, current definition
+        else:
+            writer = writer.option("replaceWhere", sql_in("tenant_id", tenants))  # only the loaded tenants
+        writer.save(path)
+        summary = frame.groupBy("tenant_id").agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum(F.col("source").contains("file").cast("long")).alias("from_file"),
+            F.sum(F.col("source").contains("signup_event").cast("long")).alias("from_signups"),
+        )
+        per_tenant = summary.collect()  # one row per tenant
+    finally:
+        frame.unpersist()
     register_table(spark, settings, path)
-    loaded_tenants = sorted({row["tenant_id"] for row in rows} | set(tenants or ()))
     return UsersLoad(
-        loaded_tenants,
-        len(rows),
-        sum(1 for r in rows if "file" in r["source"]),
-        sum(1 for r in rows if "signup_event" in r["source"]),
-        sorted({row["tenant_id"] for row in file_rows} - set(known)) if has_bronze else [],
+        sorted({row["tenant_id"] for row in per_tenant} | set(tenants or ())),
+        sum(row["rows"] for row in per_tenant),
+        sum(row["from_file"] for row in per_tenant),
+        sum(row["from_signups"] for row in per_tenant),
+        without_events,
     )
 
 
@@ -322,35 +350,53 @@ def parse_user_agent(user_agent: str) -> tuple[str, str | None, str | None]:
 
 
 def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body (executors): parse a column of distinct user agents, one cached parser per worker."""
+    """mapInArrow body (executors): (user agent, its key) in, (key, parsed attributes) out - the agent stays
+    behind. One cached parser per worker."""
     for batch in batches:
-        agents = batch.column("user_agent").to_pylist()
-        parsed = [parse_user_agent(agent) for agent in agents]
+        parsed = [parse_user_agent(agent) for agent in batch.column("user_agent").to_pylist()]
         yield pa.RecordBatch.from_arrays(
-            [pa.array(agents, pa.string()), *(pa.array([p[i] for p in parsed], pa.string()) for i in range(3))],
+            [batch.column("user_agent_key"), *(pa.array([p[i] for p in parsed], pa.string()) for i in range(3))],
             schema=DEVICES_SCHEMA,
         )
 
 
-def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFrame) -> int:
-    """Parse the agents of ``user_agents`` (one string column) not yet in ``silver.dim_devices``; insert them."""
+def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFrame, key: bytes) -> int:
+    """Parse the agents of ``user_agents`` (one string column) not yet in ``silver.dim_devices``; insert them.
+
+    The table holds each agent's keyed pseudonym (``USER_AGENT_NAMESPACE``) and what the parser derived from it,
+    never the agent itself: a user agent is a fingerprint. A table of the earlier layout (raw agents) is
+    replaced - it is a cache of the parser's answers, rebuilt from bronze.
+    """
+    from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from pipelines import tables
 
     path = devices_path(settings)
+    pseudonymizer = SparkPseudonymizer(spark, key)
     candidates = user_agents.toDF("user_agent").where("user_agent IS NOT NULL").distinct()
+    candidates = pseudonymizer.detach(
+        pseudonymizer.attach(candidates).withColumn(
+            "user_agent_key", pseudonymizer.column(F.lit(USER_AGENT_NAMESPACE), F.col("user_agent"))
+        )
+    )
     exists = table_exists(settings, path)
+    if exists and "user_agent_key" not in read_table(spark, settings, path).columns:
+        exists = False  # the earlier layout stored raw agents: rebuild
+        mode = "overwrite"
+    else:
+        mode = "append"
     if exists:
-        known = read_table(spark, settings, path).select("user_agent")
-        candidates = candidates.join(known, "user_agent", "left_anti")
+        known = read_table(spark, settings, path).select("user_agent_key")
+        candidates = candidates.join(known, "user_agent_key", "left_anti")
     new = candidates.mapInArrow(_parse_batches, from_arrow_schema(DEVICES_SCHEMA)).toArrow()
     if new.num_rows == 0:
         return 0
     if exists:
-        tables.merge(spark, path, new.cast(DEVICES_SCHEMA), "t.user_agent = s.user_agent", update=False)
+        tables.merge(spark, path, new.cast(DEVICES_SCHEMA), "t.user_agent_key = s.user_agent_key", update=False)
     else:  # the first run creates the table with its rows (a racing first run may add the same agents)
-        spark.createDataFrame(new.cast(DEVICES_SCHEMA)).write.format("delta").mode("append").save(path)
+        frame = spark.createDataFrame(new.cast(DEVICES_SCHEMA))
+        frame.write.format("delta").mode(mode).option("overwriteSchema", "true").save(path)
     register_table(spark, settings, path)
     return new.num_rows
 
@@ -359,7 +405,7 @@ def read_devices(spark: SparkSession, settings: Settings) -> DataFrame | None:
     path = devices_path(settings)
     if not table_exists(settings, path):
         return None
-    return read_table(spark, settings, path).dropDuplicates(["user_agent"])
+    return read_table(spark, settings, path).dropDuplicates(["user_agent_key"])
 
 
 # --- the shipped CRM sample -----------------------------------------------------------------------------

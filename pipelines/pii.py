@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipelines.config import Settings
+from pipelines.schemas import ENVELOPE_FILE, SchemaRegistry
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -44,9 +45,11 @@ ACTIONS = ("keep", "pseudonymize", "truncate_ip", "strip_query", "drop")
 IDENTITY_FIELDS = ("user_id", "anonymous_id")
 # Context fields silver can emit; anything else in context is never copied to silver.
 CONTEXT_FIELDS = ("device", "os", "locale", "ip", "user_agent", "app_version")
+ENVELOPE_FIELDS = ("session_id",)  # envelope fields besides the identities that silver carries as sent
 _ALLOWED = {
     "user_id": {"pseudonymize"},
     "anonymous_id": {"pseudonymize"},
+    "session_id": {"keep"},
     "context.ip": {"truncate_ip", "drop"},
     "context.user_agent": {"drop"},
 }
@@ -79,7 +82,8 @@ class PiiConfigError(ValueError):
 
 @dataclass(frozen=True)
 class PiiRules:
-    """Resolved rules: what happens to each property and context field (unlisted fields are kept)."""
+    """Resolved rules: what happens to each property and context field. Default deny: a field without a rule
+    is dropped (``property_action`` / ``keeps_context``), and ``unclassified`` lists such fields of a registry."""
 
     source: str
     ipv4_prefix: int
@@ -90,8 +94,23 @@ class PiiRules:
     def property_fields(self, action: str) -> list[str]:
         return sorted(name for name, what in self.properties.items() if what == action)
 
+    def property_action(self, name: str) -> str:
+        return self.properties.get(name, "drop")
+
     def keeps_context(self, name: str) -> bool:
-        return self.context.get(name, "keep") != "drop"
+        return self.context.get(name, "drop") == "keep"
+
+    def unclassified(self, registry: SchemaRegistry) -> list[str]:
+        """``<schema file>: <field>`` for every registered field no rule classifies (sorted)."""
+        found = []
+        context = registry.envelope.get("properties", {}).get("context", {}).get("properties", {})
+        found += [f"{ENVELOPE_FILE}: context.{name}" for name in sorted(context) if name not in self.context]
+        for event_type in registry.event_types:
+            for version in registry.versions(event_type):
+                names = registry.properties_schema(event_type, version).get("properties", {})
+                where = f"{event_type}/v{version}.json"
+                found += [f"{where}: properties.{name}" for name in sorted(names) if name not in self.properties]
+        return found
 
 
 def load_pii_rules(path: str | os.PathLike[str]) -> PiiRules:
@@ -123,7 +142,7 @@ def load_pii_rules(path: str | os.PathLike[str]) -> PiiRules:
             raise PiiConfigError(
                 f"{source}: fields.{name}: action {action!r} not allowed; use one of {sorted(allowed)}"
             )
-        if name in IDENTITY_FIELDS:
+        if name in IDENTITY_FIELDS or name in ENVELOPE_FIELDS:
             continue
         section, _, field = name.partition(".")
         if section == "properties" and field:
@@ -136,14 +155,12 @@ def load_pii_rules(path: str | os.PathLike[str]) -> PiiRules:
             context[field] = action
         else:
             raise PiiConfigError(
-                f"{source}: fields.{name}: expected user_id, anonymous_id, properties.<name> or "
+                f"{source}: fields.{name}: expected user_id, anonymous_id, session_id, properties.<name> or "
                 f"context.<{'|'.join(CONTEXT_FIELDS)}>"
             )
     missing = [name for name in IDENTITY_FIELDS if fields.get(name) != "pseudonymize"]
     if missing:
         raise PiiConfigError(f"{source}: {', '.join(f'fields.{m}' for m in missing)} must be 'pseudonymize'")
-    context.setdefault("user_agent", "drop")
-    context.setdefault("ip", "truncate_ip")
     return PiiRules(source, ipv4, ipv6, properties, context)
 
 
@@ -153,13 +170,21 @@ def hmac_key(settings: Settings, environ: Mapping[str, str] | None = None) -> by
     value = (os.environ if environ is None else environ).get(name)
     if value:
         return value.encode()
-    if settings.profile == LOCAL_PROFILE:
+    local_lake = "://" not in settings.lake_root or settings.lake_root.startswith("file://")
+    if settings.profile == LOCAL_PROFILE and local_lake:
         log.warning("%s is not set: using the public local development key (pseudonyms are not protected)", name)
         return DEV_HMAC_KEY
+    where = f"profile {settings.profile!r} with lake {settings.lake_root}"
     raise PiiConfigError(
-        f"environment variable {name} (pii.hmac_key_env) is not set: profile {settings.profile!r} refuses to "
-        "write silver without a pseudonymization key (only the local profile may use the development key)"
+        f"environment variable {name} (pii.hmac_key_env) is not set: {where} refuses to write silver without a "
+        f"pseudonymization key; set {name} (only the local profile on a local lake path may use the public "
+        "development key)"
     )
+
+
+# The namespace user agents are pseudonymized in (silver.dim_devices): not a valid tenant slug, so a user agent's
+# pseudonym never equals any tenant's identity pseudonym.
+USER_AGENT_NAMESPACE = "*user_agent"
 
 
 def pseudonym(key: bytes, tenant_id: str, value: str) -> str:

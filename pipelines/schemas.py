@@ -216,6 +216,11 @@ class SchemaRegistry:
         return registry
 
     @property
+    def envelope(self) -> dict[str, Any]:
+        """The envelope schema as loaded (fields every event carries)."""
+        return self._envelope
+
+    @property
     def event_types(self) -> list[str]:
         return sorted(self._versions)
 

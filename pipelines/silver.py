@@ -23,9 +23,10 @@ Upcast (every older version to the latest registered one; ``source_version`` kee
 Identity stitching
     A signup event carries both ids. Every event of that anonymous_id - on every day, before and after the
     signup - is attributed to that user_id; when one anonymous_id signed up more than once, the earliest
-    signup wins. Signups are read from all of bronze (their partitions are small), so a rebuild applies
-    every signup known at that time. A daily run for [D1, D2] also rebuilds the days in the late-data
-    lookback (below) holding anonymous events of visitors who signed up in [D1, D2], so yesterday's
+    signup wins. Signups are read from all of bronze (only its signup partitions) and joined in Spark - the
+    driver never holds them - so a rebuild applies every signup known at that time. A daily run for [D1, D2]
+    also rebuilds the days in the late-data lookback (below) holding anonymous events of visitors who signed
+    up in [D1, D2], so yesterday's
     browsing moves to the new user on the day of the signup; older anonymous history follows on the next
     replay of its days. Identity = user_id, else the stitched user_id, else the anonymous_id;
     ``user_key`` is its keyed pseudonym (see pipelines.pii), ``is_identified`` says it is a user id.
@@ -70,9 +71,23 @@ from pipelines.batch import (
     table_exists,
 )
 from pipelines.config import Settings
-from pipelines.dimensions import Signup, first_signups, load_users, read_devices, read_users, refresh_devices
+from pipelines.dimensions import (
+    identity_map,
+    load_users,
+    read_devices,
+    read_users,
+    refresh_devices,
+    signup_events,
+)
 from pipelines.lake import Lake
-from pipelines.pii import PiiRules, SparkPseudonymizer, hmac_key, load_pii_rules, truncate_ip_column
+from pipelines.pii import (
+    USER_AGENT_NAMESPACE,
+    PiiRules,
+    SparkPseudonymizer,
+    hmac_key,
+    load_pii_rules,
+    truncate_ip_column,
+)
 from pipelines.schemas import SchemaRegistry
 
 if TYPE_CHECKING:
@@ -173,6 +188,7 @@ class SilverResult:
     derived_session_events: int = 0
     unmatched_user_events: int = 0
     unknown_device_events: int = 0
+    unclassified_values_dropped: int = 0  # property values without a PII classification (default deny)
     new_user_agents: int = 0
     users_dimension_rows: int = 0
     tenants_without_events: list[str] = field(default_factory=list)
@@ -234,27 +250,28 @@ def restitch_days(
     settings: Settings,
     first: date,
     last: date,
-    signups: Sequence[Signup],
+    identities: DataFrame,
     tenants: Sequence[str] | None,
 ) -> list[date]:
-    """Days before ``first`` (within the lookback) with anonymous events of visitors who signed up in [first, last]."""
+    """Days before ``first`` (within the lookback) with anonymous events of visitors who signed up in [first, last].
+
+    ``identities``: the identity map (:func:`pipelines.dimensions.identity_map`)."""
     from pyspark.sql import functions as F
 
     lookback = settings.gold.late_lookback_days
-    visitors = sorted(
-        {(s.tenant_id, s.anonymous_id) for s in signups if s.anonymous_id and first <= s.occurred_at.date() <= last}
-    )
-    if lookback == 0 or not visitors:
+    if lookback == 0:
         return []
+    visitors = identities.where(F.to_date("signed_up_at").between(F.lit(first), F.lit(last))).select(
+        "tenant_id", "anonymous_id"
+    )
     window = days_between(first - timedelta(days=lookback), first - timedelta(days=1))
     columns = ["tenant_id", "anonymous_id", "user_id", "event_date"]
     bronze = read_table(
         spark, settings, Lake(settings).bronze_events, partition_predicate(tenants, "event_date", window), columns
     )
-    visitor_frame = spark.createDataFrame(visitors, "tenant_id string, anonymous_id string")
     rows = (
         bronze.filter(F.col("user_id").isNull())
-        .join(F.broadcast(visitor_frame), ["tenant_id", "anonymous_id"], "left_semi")
+        .join(visitors, ["tenant_id", "anonymous_id"], "left_semi")
         .select("event_date")
         .distinct()
     )
@@ -337,7 +354,8 @@ def transform(
 
     ``bronze`` holds the build days and the day before each (sessionization context); ``copies_to_drop`` the
     coordinates dedup removes from it (``later_copies``). Helper columns
-    ``_stitched``, ``_user_matched`` and ``_device_known`` are left for the caller's metrics.
+    ``_stitched``, ``_user_matched``, ``_device_known`` and ``_unclassified_values`` are left for the caller's
+    metrics.
 
     Shaped for speed, same result: built-in expressions only (no Python UDF); per-row work on ``context``
     (device, IP, pseudonym) happens before the shuffles, so the 240-byte context document never travels,
@@ -360,14 +378,17 @@ def transform(
             ),
         }
     )
-    df = _with_context_columns(df, devices, rules)
-
-    df = df.join(F.broadcast(signups_map), ["tenant_id", "anonymous_id"], "left")
+    df = df.join(signups_map, ["tenant_id", "anonymous_id"], "left")  # AQE broadcasts it while it is small
     identity = F.coalesce("user_id", "stitched_user_id", "anonymous_id")
-    df = pseudonymizer.attach(df).withColumn("user_key", pseudonymizer.column(F.col("tenant_id"), identity))
+    df = pseudonymizer.attach(df).withColumns(
+        {
+            "user_key": pseudonymizer.column(F.col("tenant_id"), identity),
+            "_user_agent_key": pseudonymizer.column(F.lit(USER_AGENT_NAMESPACE), F.col("_ctx.user_agent")),
+        }
+    )
+    df = _with_context_columns(pseudonymizer.detach(df), devices, rules)
     df = (
-        pseudonymizer.detach(df)
-        .withColumn("is_identified", F.col("user_id").isNotNull() | F.col("stitched_user_id").isNotNull())
+        df.withColumn("is_identified", F.col("user_id").isNotNull() | F.col("stitched_user_id").isNotNull())
         .withColumn("_stitched", F.col("user_id").isNull() & F.col("stitched_user_id").isNotNull())
         .drop("user_id", "anonymous_id", "stitched_user_id")
     )
@@ -401,20 +422,25 @@ def transform(
     tenant = F.col("tenant_id")
     typed = {}
     for column, name in TYPED_PROPERTIES.items():
-        action = rules.properties.get(name, "keep")
+        action = rules.property_action(name)  # default deny: an unclassified property is dropped
         if action == "drop":
             typed[column] = F.lit(None).cast(property_types[name])
         else:
             typed[column] = _apply_action(action, p[name], tenant)
-    if rules.properties.get(TYPED_PROPERTIES["page_url"], "keep") != "strip_query":
+    if rules.property_action(TYPED_PROPERTIES["page_url"]) not in {"strip_query", "drop"}:
         typed["page_url"] = _strip_query(typed["page_url"])  # page_url never carries a query, whatever the rule
     cleaned = p
-    for name in rules.property_fields("drop"):
-        if name in property_types:
+    for name in sorted(property_types):
+        action = rules.property_action(name)
+        if action == "drop":
             cleaned = cleaned.dropFields(name)
-    for name in rules.property_fields("strip_query") + rules.property_fields("pseudonymize"):
-        if name in property_types:
-            cleaned = cleaned.withField(name, _apply_action(rules.properties[name], cleaned[name], tenant))
+        elif action != "keep":
+            cleaned = cleaned.withField(name, _apply_action(action, cleaned[name], tenant))
+    unclassified = [name for name in sorted(property_types) if name not in rules.properties]
+    df = df.withColumn(
+        "_unclassified_values",  # values of unclassified properties this row carried (dropped), for the summary
+        sum((p[name].isNotNull().cast("int") for name in unclassified), F.lit(0)),
+    )
 
     user_columns = users.select(
         "tenant_id",
@@ -464,23 +490,24 @@ def transform(
         "_stitched",
         "_user_matched",
         "_device_known",
+        "_unclassified_values",
     )
 
 
 def _with_context_columns(df: DataFrame, devices: DataFrame | None, rules: PiiRules) -> DataFrame:
-    """Parsed ``_ctx`` -> the silver context columns (device dimension, IP prefix, kept fields); drops both."""
+    """Parsed ``_ctx`` -> the silver context columns (device dimension on ``_user_agent_key``, IP prefix, kept
+    fields); drops them."""
     from pyspark.sql import functions as F
 
-    df = df.withColumn("_user_agent", F.col("_ctx.user_agent"))
     if devices is not None:
         device_columns = devices.select(
-            F.col("user_agent").alias("_user_agent"),
+            F.col("user_agent_key").alias("_user_agent_key"),
             F.col("device_class").alias("_device_class"),
             "os_family",
             "browser_family",
             F.lit(True).alias("_device_known"),
         )
-        df = df.join(F.broadcast(device_columns), "_user_agent", "left")
+        df = df.join(F.broadcast(device_columns), "_user_agent_key", "left")
     else:
         df = df.withColumns(
             {
@@ -506,7 +533,7 @@ def _with_context_columns(df: DataFrame, devices: DataFrame | None, rules: PiiRu
             "locale": kept("locale"),
             "app_version": kept("app_version"),
         }
-    ).drop("_ctx", "context", "_user_agent", "_device_class")
+    ).drop("_ctx", "context", "_user_agent_key", "_device_class")
 
 
 def _sessionize(df: DataFrame, session_timeout_minutes: int) -> DataFrame:
@@ -586,9 +613,13 @@ def build(
     tenant_list = check_tenants(tenants, known_tenants(settings, lake.bronze_events), "bronze.events")
     days = days_between(first, last)
     say("dimensions: users (file + signup events), identity map")
-    signups = first_signups(spark, settings, tenant_list)
+    signups = signup_events(spark, settings, tenant_list)
+    if signups is None:
+        raise BatchJobError(f"no bronze table at {lake.bronze_events}; run bronze ingestion first")
+    signups = signups.persist()  # read by the users dimension, the identity map and the re-stitching check
+    identities = identity_map(spark, signups)
     late = late_days(spark, settings, first, tenant_list) if include_late else []
-    restitched = restitch_days(spark, settings, first, last, signups, tenant_list) if include_late else []
+    restitched = restitch_days(spark, settings, first, last, identities, tenant_list) if include_late else []
     build_days = sorted(set(days) | set(late) | set(restitched))
     result = SilverResult(first, last, tenant_list, build_days, late, restitched)
     if late:
@@ -597,10 +628,7 @@ def build(
         say(f"new signups with earlier anonymous events: also rebuilding {', '.join(map(str, restitched))}")
     users = load_users(spark, settings, key, tenant_list, signups)
     result.users_dimension_rows, result.tenants_without_events = users.rows, users.tenants_without_events
-    signups_map = spark.createDataFrame(
-        [(s.tenant_id, s.anonymous_id, s.user_id) for s in signups if s.anonymous_id is not None],
-        "tenant_id string, anonymous_id string, stitched_user_id string",
-    )
+    signups_map = identities.drop("signed_up_at")
     context_days = sorted(set(build_days) | {day - timedelta(days=1) for day in build_days})
     bronze_filter = partition_predicate(tenant_list, "event_date", context_days)
 
@@ -613,7 +641,7 @@ def build(
         columns=["context"],
     )
     result.new_user_agents = refresh_devices(
-        spark, settings, agents.select(F.get_json_object("context", "$.user_agent"))
+        spark, settings, agents.select(F.get_json_object("context", "$.user_agent")), key
     )
 
     say(f"silver.events: {len(build_days)} day(s) from bronze")
@@ -654,9 +682,15 @@ def build(
         ),
         F.sum((F.col("is_identified") & F.col("_user_matched").isNull()).cast("long")).alias("unmatched_user_events"),
         F.sum(F.col("device_class").isNull().cast("long")).alias("unknown_device_events"),
-    ).drop("_stitched", "_user_matched", "_device_known")
+        F.sum("_unclassified_values").alias("unclassified_values_dropped"),
+    ).drop("_stitched", "_user_matched", "_device_known", "_unclassified_values")
     predicate = partition_predicate(tenant_list, "event_date", build_days)
-    replace_partitions(events, settings, events_path(settings), predicate, PARTITIONS, f"silver build {first}..{last}")
+    try:
+        replace_partitions(
+            events, settings, events_path(settings), predicate, PARTITIONS, f"silver build {first}..{last}"
+        )
+    finally:
+        signups.unpersist()
 
     metrics = {**observed_input.get, **observed_output.get}
     result.metrics = {name: int(value or 0) for name, value in metrics.items()}

@@ -36,6 +36,12 @@ DELTA_CONF = {
     # job's time went to those tasks.
     "spark.databricks.delta.snapshotPartitions": "4",
 }
+# Jobs count what they read and write with Observations. When adaptive execution finds a stage empty it swaps
+# the plan above it for an empty relation, and an Observation in that part never reports (its `get` fails):
+# a build whose days hold only dropped duplicates would crash instead of writing nothing.
+OBSERVATION_SAFE_CONF = {
+    "spark.sql.adaptive.optimizer.excludedRules": "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation",
+}
 
 
 def s3a_conf(storage_options: Mapping[str, str]) -> dict[str, str]:
@@ -146,6 +152,7 @@ def spark_conf(settings: Settings, extra_conf: Mapping[str, str] | None = None) 
         **DELTA_CONF,
         **s3a_conf(settings.lake_storage_options()),
         **catalog_conf(settings),
+        **OBSERVATION_SAFE_CONF,
         **settings.spark.conf,
         **(extra_conf or {}),
     }

@@ -143,3 +143,17 @@ def test_schemas_check_passes() -> None:
     result = run_cli("schemas", "check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "backward compatible" in result.stdout
+
+
+def test_schemas_check_names_fields_without_a_pii_rule(tmp_path: Path) -> None:
+    rules = tmp_path / "pii.yaml"
+    rules.write_text(
+        (Path(__file__).parents[1] / "conf" / "pii.yaml")
+        .read_text()
+        .replace("  properties.title: drop", "")
+        .replace("  context.os: keep", "")
+    )
+    result = run_cli("schemas", "check", env={"LAKEHOUSE__SILVER__PII_RULES": str(rules)})
+    assert result.returncode == 1
+    assert re.search(r"UNCLASSIFIED \S*page_view/v1\.json: properties\.title: no rule in", result.stderr)
+    assert "envelope.json: context.os" in result.stderr and "page_view/v2.json: properties.title" in result.stderr

@@ -368,6 +368,12 @@ def test_generated_stream_reconciles_with_truth(spark, tmp_path: Path) -> None:
     built = silver.build(spark, settings, spec.start_date, last)
     gold.build(spark, settings, spec.start_date, last)
 
+    assert_reconciles_with_truth(spark, settings, built, truth)
+    _assert_no_raw_identifiers(spark, settings, messages)
+
+
+def assert_reconciles_with_truth(spark, settings, built: silver.SilverResult, truth) -> None:
+    """silver's counts and gold's DAU, event counts, orders and revenue equal the generator's truth."""
     assert built.events == truth.unique_valid_events
     assert built.duplicates_dropped == truth.duplicates
     assert built.unmatched_user_events == 0  # pre-existing users from the file, new ones from signup events
@@ -386,6 +392,51 @@ def test_generated_stream_reconciles_with_truth(spark, tmp_path: Path) -> None:
     assert {
         (r["tenant_id"], r["date"].isoformat(), r["currency"]): int(r["revenue"] * 100) for r in revenue
     } == truth.revenue_cents
+
+
+def _assert_no_raw_identifiers(spark, settings, messages) -> None:
+    """No raw user id, anonymous id, IP, user agent, order or cart id in any row of any silver or gold table,
+    neither as a column value nor inside a JSON document."""
+    import json
+
+    raw: set[str] = set()
+    for message in messages:
+        try:
+            event = json.loads(message.value)
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(event, dict):
+            continue
+        context = event.get("context") if isinstance(event.get("context"), dict) else {}
+        props = event.get("properties") if isinstance(event.get("properties"), dict) else {}
+        found = [event.get("user_id"), event.get("anonymous_id"), context.get("ip"), context.get("user_agent")]
+        raw.update(v for v in [*found, props.get("order_id"), props.get("cart_id")] if isinstance(v, str) and v)
+    assert len(raw) > 100, "the stream carries identifiers to look for"
+
+    def leaves(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from leaves(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from leaves(item)
+        else:
+            yield value
+
+    lake = Lake(settings)
+    scanned = []
+    for layer in ("silver", "gold"):
+        for log in sorted(Path(lake.root, layer).glob("*/_delta_log")):
+            scanned.append(f"{layer}.{log.parent.name}")
+            for row in spark.read.format("delta").load(str(log.parent)).collect():
+                for column, value in row.asDict().items():
+                    if not isinstance(value, str):
+                        continue
+                    assert value not in raw, (scanned[-1], column, value)
+                    if value[:1] in "{[":
+                        leaked = [leaf for leaf in leaves(json.loads(value)) if leaf in raw]
+                        assert not leaked, (scanned[-1], column, leaked)
+    assert {"silver.events", "silver.dim_users", "silver.dim_devices", "gold.daily_active_users"} <= set(scanned)
 
 
 def test_funnel_steps_must_be_registered_event_types(tmp_path: Path) -> None:

@@ -21,7 +21,15 @@ from pipelines.config import Settings, load_settings
 from pipelines.dimensions import parse_user_agent
 from pipelines.generator import _USER_AGENTS
 from pipelines.lake import Lake
-from pipelines.pii import PiiConfigError, hmac_key, load_pii_rules, truncate_ip
+from pipelines.pii import (
+    DEV_HMAC_KEY,
+    USER_AGENT_NAMESPACE,
+    PiiConfigError,
+    hmac_key,
+    load_pii_rules,
+    pseudonym,
+    truncate_ip,
+)
 from pipelines.synthetic_bronze import bronze_row, bronze_table, write_bronze
 
 pytestmark = pytest.mark.integration
@@ -256,7 +264,7 @@ def test_dedup_keeps_first_ingested_copy(built) -> None:
 
 
 def test_upcast_to_current_versions(built) -> None:
-    _, _, rows = built
+    settings, _, rows = built
     assert (rows["e01"]["version"], rows["e01"]["source_version"], rows["e01"]["page_type"]) == (2, 1, "product")
     assert [rows[e]["page_type"] for e in ("e09", "e10", "e11", "e06")] == ["category", "cart", "other", "home"]
     assert (rows["e05"]["version"], rows["e05"]["source_version"], rows["e05"]["discount_amount"]) == (2, 1, 0.0)
@@ -266,8 +274,9 @@ def test_upcast_to_current_versions(built) -> None:
         "currency": "USD",
         "discount_amount": 0.0,
         "item_count": 2,
-        "order_id": "o1",
+        "order_id": key_of(settings, "t1", "o1"),  # pseudonymized (conf/pii.yaml), in the JSON and the column
     }
+    assert rows["e05"]["order_id"] == key_of(settings, "t1", "o1")
     assert (rows["e03"]["quantity"], rows["e03"]["price"], rows["e04"]["item_count"]) == (2, 80.0, 2)
 
 
@@ -340,6 +349,18 @@ def test_generator_user_agents_parse_to_its_device_labels() -> None:
         assert parse_user_agent(user_agent)[0] == device, user_agent
 
 
+def test_country_of_a_locale_in_spark_equals_python(spark) -> None:
+    from pyspark.sql import functions as F
+
+    from pipelines.dimensions import _country, country_of
+
+    locales = ["en-US", "en_GB", "de", "pt-br", "zh-Hant-TW", "es-419", "x", "", None, "en-U1", "fr-FRA"]
+    frame = spark.createDataFrame([(locale,) for locale in locales], "locale string")
+    got = [row[0] for row in frame.select(_country(F.col("locale"))).collect()]
+    assert got == [country_of(locale) for locale in locales]
+    assert got[:4] == ["US", "GB", None, "BR"]
+
+
 def test_ip_truncation() -> None:
     assert truncate_ip("198.51.100.200") == "198.51.100.0/24"
     assert truncate_ip("2a02:ab:cd:ef::1") == "2a02:ab:cd::/48"
@@ -353,6 +374,52 @@ def test_hmac_key_is_required_outside_the_local_profile(spark, monkeypatch: pyte
     with pytest.raises(PiiConfigError, match=r"LAKEHOUSE_PII_HMAC_KEY .* is not set"):
         silver.build(spark, prod, D1, D1)
     assert hmac_key(prod, {"LAKEHOUSE_PII_HMAC_KEY": "s3cret"}) == b"s3cret"
+
+
+def test_the_development_key_is_only_for_a_local_lake_path(tmp_path: Path) -> None:
+    """The public key makes reversible pseudonyms: the local profile may use it on a local disk only."""
+    local = lake_settings(tmp_path)
+    assert hmac_key(local, {}) == DEV_HMAC_KEY
+    on_s3 = lake_settings(tmp_path, lake__root="s3a://bucket/lake")
+    with pytest.raises(
+        PiiConfigError, match=r"lake s3a://bucket/lake refuses .*only the local profile on a local lake path"
+    ):
+        hmac_key(on_s3, {})
+
+
+def test_silver_drops_and_counts_unclassified_properties(spark, tmp_path: Path) -> None:
+    shipped = (Path(__file__).parents[1] / "conf" / "pii.yaml").read_text()
+    rules = tmp_path / "pii.yaml"
+    rules.write_text(shipped.replace("  properties.referrer: strip_query", "").replace("  context.locale: keep", ""))
+    settings = lake_settings(tmp_path, silver__pii_rules=str(rules))
+    write_bronze(spark, Lake(settings).bronze_events, bronze_table(fixture_rows()))
+    result = silver.build(spark, settings, D1, D1)
+    rows = {r["event_id"]: r for r in read_rows(spark, silver.events_path(settings))}
+    assert json.loads(rows["e01"]["properties"]) == {"page_type": "product", "url": f"{SHOP}/p/sku-1"}
+    with_referrer = [e for e in EVENTS if e["occurred_at"].startswith("2026-11-01") and "referrer" in e["properties"]]
+    assert result.unclassified_values_dropped == len(with_referrer) > 0
+    assert all(row["locale"] is None for row in rows.values())
+
+
+def test_pii_default_deny(tmp_path: Path) -> None:
+    """A field no rule classifies is dropped by silver and named by `schemas check`; the shipped rules classify
+    every field of every shipped schema."""
+    from pipelines.schemas import SchemaRegistry
+
+    settings = lake_settings(tmp_path)
+    registry = SchemaRegistry.load(settings.schemas_dir)
+    shipped = load_pii_rules(settings.resolve_path(settings.silver.pii_rules))
+    assert shipped.unclassified(registry) == []
+    partial = tmp_path / "pii.yaml"
+    partial.write_text(
+        "fields:\n  user_id: pseudonymize\n  anonymous_id: pseudonymize\n  context.ip: truncate_ip\n"
+        "  properties.url: strip_query\n"
+    )
+    rules = load_pii_rules(partial)
+    missing = rules.unclassified(registry)
+    assert "envelope.json: context.locale" in missing and "page_view/v2.json: properties.title" in missing
+    assert "page_view/v1.json: properties.url" not in missing
+    assert rules.property_action("title") == "drop" and not rules.keeps_context("locale")
 
 
 def test_pii_rules_are_validated(tmp_path: Path) -> None:
@@ -421,28 +488,33 @@ def test_dimension_tables_reload_per_tenant_and_insert_only_new_agents(spark, tm
 
     settings = lake_settings(tmp_path)
     key = hmac_key(settings)
-    assert load_users(spark, settings, key, signups=[]).rows == 2  # every tenant, from the file alone
+    assert load_users(spark, settings, key).rows == 2  # every tenant, from the file alone
 
     edited = "tenant_id,user_id,signup_date,plan,country\nt1,u1,2025-01-15,enterprise,US\nt2,u9,2024-05-01,pro,DE\n"
     (tmp_path / "dims" / "users.csv").write_text(edited)
-    assert load_users(spark, settings, key, ["t1"], signups=[]).tenants == ["t1"]
+    assert load_users(spark, settings, key, ["t1"]).tenants == ["t1"]
     plans = {(r["tenant_id"], r["user_key"]): r["plan"] for r in read_rows(spark, users_path(settings))}
     assert plans == {("t1", key_of(settings, "t1", "u1")): "enterprise", ("t2", key_of(settings, "t2", "u9")): "free"}
     (tmp_path / "dims" / "users.csv").write_text(edited.splitlines()[0] + "\n")
-    assert load_users(spark, settings, key, ["t2"], signups=[]).rows == 0  # t2 has no users left: emptied
+    assert load_users(spark, settings, key, ["t2"]).rows == 0  # t2 has no users left: emptied
     assert [r["tenant_id"] for r in read_rows(spark, users_path(settings))] == ["t1"]
 
     path = devices_path(settings)
-    assert refresh_devices(spark, settings, spark.createDataFrame([(DESKTOP_UA,), (None,)], "ua string")) == 1
+    assert refresh_devices(spark, settings, spark.createDataFrame([(DESKTOP_UA,), (None,)], "ua string"), key) == 1
     both = spark.createDataFrame([(DESKTOP_UA,), (IPHONE_UA,), (IPHONE_UA,)], "ua string")
-    assert refresh_devices(spark, settings, both) == 1  # only the unknown agent is parsed and inserted
-    assert refresh_devices(spark, settings, both) == 0
-    devices = {r["user_agent"]: r["device_class"] for r in DeltaTable(path).to_pyarrow_table().to_pylist()}
-    assert devices == {DESKTOP_UA: "desktop", IPHONE_UA: "mobile"}  # delta-rs reads what Spark wrote
+    assert refresh_devices(spark, settings, both, key) == 1  # only the unknown agent is parsed and inserted
+    assert refresh_devices(spark, settings, both, key) == 0
+    devices = {r["user_agent_key"]: r["device_class"] for r in DeltaTable(path).to_pyarrow_table().to_pylist()}
+    assert devices == {  # keyed pseudonyms of the agents, never the agents (delta-rs reads what Spark wrote)
+        pseudonym(key, USER_AGENT_NAMESPACE, DESKTOP_UA): "desktop",
+        pseudonym(key, USER_AGENT_NAMESPACE, IPHONE_UA): "mobile",
+    }
     assert [entry["operation"] for entry in tables.history(spark, path)] == ["MERGE", "WRITE"]
 
 
-def test_unknown_tenants_fail_with_the_known_ones(spark, built, tmp_path: Path, capsys) -> None:
+def test_unknown_tenants_fail_with_the_known_ones(
+    spark, built, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A typo in --tenant (or in the users file) stops the job before any table is touched, naming the tenants
     the data holds; nothing is silently built for nobody."""
     from conftest import write_config
@@ -456,7 +528,8 @@ def test_unknown_tenants_fail_with_the_known_ones(spark, built, tmp_path: Path, 
     version = tables.table_version(spark, silver.events_path(settings))
     with pytest.raises(BatchJobError, match=r"unknown tenant\(s\) t3, tx: bronze.events holds t1, t2$"):
         silver.build(spark, settings, D1, D1, ["t1", "tx", "t3"])
-    config = write_config(settings, tmp_path / "lakehouse.yaml")
+    config = write_config(settings, tmp_path / "lakehouse.yaml")  # profile "test": needs a key of its own
+    monkeypatch.setenv(settings.pii.hmac_key_env, "test-key")
     argv = ["--config", str(config), "silver", "build", "--from", "2026-11-01", "--to", "2026-11-01", "--tenant", "tx"]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""One GX validation of a suite on a Spark DataFrame, and its Data Docs.
+
+Everything GX-specific lives here, so the gate reads plain dicts and GX upgrades touch one module:
+
+* an ephemeral context per validation (nothing to deploy, no ``gx/`` folder in the repo), usage analytics
+  and progress bars off;
+* the Spark DataFrame data source with ``persist=False``: the gate persists the frame itself, once, and
+  unpersists it; GX would ``persist()`` and never release it;
+* every rule of the suite in ONE checkpoint run (GX plans the metrics together: far fewer Spark jobs than
+  a run per rule), ``SUMMARY`` results with the table's key columns as ``unexpected_index_column_names``:
+  up to 20 failing rows' keys per rule, which is all the samples need (``COMPLETE`` would collect every
+  failing value to the driver);
+* Data Docs in the caller's folder. The ephemeral context's own site points at a random temp folder and
+  its stores live in memory, and GX's index builder DELETES pages whose results are not in the context's
+  stores - so with in-memory stores every run would wipe the pages of earlier runs and other tables. The
+  context here keeps its suites and validation results as JSON under ``<docs>/.gx_store`` instead: the
+  site accumulates every table and run, like a file context's would.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.quality.suites import Suite, gx_module
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+SAMPLE_SIZE = 20
+_CAUSE = re.compile(r"(?:[a-z_]\w*\.)*([A-Z]\w*(?:Exception|Error)): ")
+_WRAPPERS = {"SparkException", "Py4JJavaError"}
+DOCS_SITE = "lakehouse_quality"
+STORE_DIR = ".gx_store"
+
+
+@dataclass
+class RuleOutcome:
+    """What GX said about one rule: success, its ``result`` dict (SUMMARY) and the exception, if it raised."""
+
+    success: bool
+    result: dict[str, Any]
+    error: str | None = None
+
+
+@dataclass
+class GxRun:
+    outcomes: dict[str, RuleOutcome]  # by rule name
+    docs_index: Path | None
+    seconds: float
+
+
+def _context(docs_dir: Path | None) -> Any:
+    gx = gx_module()
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    defaults = InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
+    stores = dict(defaults.stores)
+    sites: dict[str, Any] = {}
+    if docs_dir is not None:
+        store = docs_dir / STORE_DIR
+        stores["expectations_store"] = {
+            "class_name": "ExpectationsStore",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(store / "suites")},
+        }
+        stores["validation_results_store"] = {
+            "class_name": "ValidationResultsStore",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(store / "results")},
+        }
+        sites[DOCS_SITE] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=defaults,
+        stores=stores,
+        data_docs_sites=sites,
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _exception(info: Any) -> str | None:
+    """The message of an exception GX caught for a rule, if any.
+
+    GX 1.24 reports it in two shapes: ``{"raised_exception": True, "exception_message": ...}``, or - when a
+    metric failed to compute (e.g. a Spark error) - one such dict per metric id.
+    """
+    if not isinstance(info, dict):
+        return None
+    if "raised_exception" in info:
+        return _brief(str(info.get("exception_message") or "exception")) if info.get("raised_exception") else None
+    messages = {_exception(value) for value in info.values()} - {None}
+    return "; ".join(sorted(m for m in messages if m)) or None
+
+
+def _brief(message: str) -> str:
+    """The cause of a (Py4J-wrapped) exception in one line: the Java stack trace is noise in a gate message."""
+    causes = [m for m in _CAUSE.finditer(message) if m.group(1) not in _WRAPPERS]
+    if not causes:
+        return message.strip().split("\n")[0][:300]
+    cause = causes[0]
+    rest = message[cause.end() :].split("\n")[0]
+    return f"{cause.group(1)}: {rest}".strip()[:300]
+
+
+def run_suite(df: DataFrame, suite: Suite, run_id: str, docs_dir: str | Path | None = None) -> GxRun:
+    """Validate ``df`` (already persisted, derived columns added) against every rule of ``suite`` at once."""
+    gx = gx_module()
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    started = time.monotonic()
+    docs = Path(docs_dir).resolve() if docs_dir is not None else None
+    context = _context(docs)
+    batch = (
+        context.data_sources.add_spark("spark", persist=False)
+        .add_dataframe_asset(suite.table)
+        .add_batch_definition_whole_dataframe("whole_dataframe")
+    )
+    expectation_suite = gx.ExpectationSuite(name=suite.name)
+    for rule in suite.rules:
+        expectation_suite.add_expectation(rule.expectation())
+    expectation_suite = context.suites.add_or_update(expectation_suite)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=expectation_suite)
+    )
+    result_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
+    if suite.key_columns:
+        result_format["unexpected_index_column_names"] = list(suite.key_columns)
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if docs else []
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=suite.name, validation_definitions=[definition], actions=actions, result_format=result_format
+        )
+    )
+    outcome = checkpoint.run(
+        batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_id, run_time=datetime.now(UTC))
+    )
+    (validation,) = outcome.run_results.values()
+    outcomes: dict[str, RuleOutcome] = {}
+    for item in validation.results:  # not in suite order: matched by the rule name GX carries in meta
+        name = (item.expectation_config.meta or {}).get("rule")
+        outcomes[name] = RuleOutcome(bool(item.success), dict(item.result or {}), _exception(item.exception_info))
+    missing = [rule.name for rule in suite.rules if rule.name not in outcomes]
+    for name in missing:  # defensive: a rule without a result is not a pass
+        outcomes[name] = RuleOutcome(False, {}, "GX returned no result for this rule")
+    index = docs / "index.html" if docs and (docs / "index.html").exists() else None
+    return GxRun(outcomes, index, round(time.monotonic() - started, 2))
