@@ -46,6 +46,13 @@ def _location(spark: SparkSession, database: str, table: str) -> str:
     return str(spark._jsparkSession.sharedState().externalCatalog().getTable(database, table).location().toString())
 
 
+def _exists(spark: SparkSession, database: str, table: str) -> bool:
+    """Whether the metastore names the table (asked of the metastore: Delta's catalog would load the table and
+    fail when its folder is gone)."""
+    catalog = spark._jsparkSession.sharedState().externalCatalog()
+    return bool(catalog.databaseExists(database) and catalog.tableExists(database, table))
+
+
 def register(spark: SparkSession, settings: Settings, layer: str, name: str, path: str) -> bool:
     """Make ``<layer>.<name>`` name the Delta table at ``path``; True when the catalog changed."""
     if not settings.catalog.enabled:
@@ -57,11 +64,15 @@ def register(spark: SparkSession, settings: Settings, layer: str, name: str, pat
     if _registered.get(key) == _normalize(path):
         return False
     changed = True
-    if spark.catalog.tableExists(qualified):
+    if _exists(spark, layer, name):
         if _normalize(_location(spark, layer, name)) == _normalize(path):
             changed = False
-        else:  # an external table: dropping the name leaves the data where it is
-            spark.sql(f"DROP TABLE {qualified}")
+        else:
+            # An external table: dropping the name leaves the data where it is. Dropped in the metastore itself,
+            # not with DROP TABLE: Delta's DROP loads the old table first and fails when its folder is gone
+            # (a lake that was moved or deleted).
+            spark._jsparkSession.sharedState().externalCatalog().dropTable(layer, name, True, False)
+            spark._jsparkSession.sessionState().catalog().invalidateAllCachedTables()
     else:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
     if changed:

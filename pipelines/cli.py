@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from pyspark.errors import PySparkException
@@ -23,6 +23,7 @@ from pipelines.broker import BrokerError, EmbeddedBroker, ensure_topics, resolve
 from pipelines.config import ConfigError, Settings, load_settings
 from pipelines.jars import JarsError
 from pipelines.metastore import MetastoreError
+from pipelines.quality.gate import GateFailed
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -271,8 +272,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job: embedded broker (when the profile says so), topics, a published stream,
-    then bronze ingestion in catch-up mode with per-tenant/type counts."""
+    """The main job on the profile's resources: embedded broker (when the profile says so), topics, a published
+    stream, bronze catch-up, then silver and gold for the generated days through their quality gates, and a
+    short summary of gold."""
     settings = _settings(args)
     broker = EmbeddedBroker.from_settings(settings) if settings.kafka.is_embedded else None
     started_here = broker is not None and broker.running() is None
@@ -288,18 +290,64 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{truth.duplicates} duplicates, {truth.malformed} malformed"
         )
         if not args.skip_bronze:
-            err_console.print("bronze: catching up (Trigger.AvailableNow) ...")
-            started = time.monotonic()
-            progress, counts = _run_bronze_then_stop_spark(settings, bootstrap, once=True)
-            ingested = sum(p.numInputRows for p in progress)
-            seconds = time.monotonic() - started
-            console.print(f"bronze: {ingested} messages in {len(progress)} batch(es), {seconds:.1f}s")
-            _print_bronze_counts(counts)
+            _run_chain(settings, bootstrap, args)
     finally:
         if broker is not None and started_here and not args.keep_broker:
             broker.stop()
             console.print("embedded broker stopped (use --keep-broker to keep it running)")
     return 0
+
+
+def _run_chain(settings: Settings, bootstrap: str, args: argparse.Namespace) -> None:
+    """bronze catch-up -> silver build + gates -> gold build + gates -> summary, in one SparkSession."""
+    from pipelines import gold, silver
+    from pipelines.bronze import run_bronze
+    from pipelines.spark import build_spark
+
+    spark = build_spark(settings, app_name=f"{settings.spark.app_name}-run")
+    try:
+        err_console.print("bronze: catching up (Trigger.AvailableNow) ...")
+        started = time.monotonic()
+        progress = run_bronze(spark, settings, bootstrap, once=True).recentProgress
+        ingested = sum(p.numInputRows for p in progress)
+        console.print(f"bronze: {ingested} messages in {len(progress)} batch(es), {time.monotonic() - started:.1f}s")
+        _print_bronze_counts(_bronze_counts(spark, settings))
+        if args.bronze_only:
+            return
+        first = date.fromisoformat(args.start_date)
+        last = first + timedelta(days=args.days - 1)
+        built = silver.build(spark, settings, first, last, skip_gates=args.skip_gates, progress=_say)
+        _print_silver(built)
+        _print_gates(built.gates, None)
+        published = gold.build(spark, settings, first, last, skip_gates=args.skip_gates, progress=_say)
+        _print_gold(published)
+        _print_gates(published.gates, None)
+        _print_gold_summary(gold.summary(spark, settings, first, last))
+        console.print(f"tables: {settings.lake_root} (bronze/, silver/, gold/, ops/; bronze.*, silver.* ... by name)")
+        if not args.skip_gates:
+            console.print(f"Data Docs: {built.docs_index}")
+        console.print(f"notebooks: {settings.resolve_path('notebooks')}")
+    finally:
+        spark.stop()
+
+
+def _print_gold_summary(summary) -> None:
+    table = Table(title="gold summary: daily active users and revenue per tenant and day")
+    for column in ("tenant", "date", "DAU", "orders", "revenue"):
+        table.add_column(column, justify="left" if column in ("tenant", "date") else "right")
+    for tenant, day in sorted(summary.dau.keys() | summary.revenue.keys()):
+        revenue = summary.revenue.get((tenant, day), {})
+        money = ", ".join(f"{amount:.2f} {currency}" for currency, amount in sorted(revenue.items())) or "-"
+        table.add_row(
+            tenant, str(day), str(summary.dau.get((tenant, day), 0)), str(summary.orders.get((tenant, day), 0)), money
+        )
+    console.print(table)
+    funnels = Table(title="funnel conversion (users reaching the last step / users starting), whole range")
+    for column in ("tenant", "funnel", "conversion"):
+        funnels.add_column(column)
+    for (tenant, name), rate in sorted(summary.funnel_conversion.items()):
+        funnels.add_row(tenant, name, f"{rate:.1%}")
+    console.print(funnels)
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -493,10 +541,12 @@ def cmd_silver_build(args: argparse.Namespace) -> int:
     from pipelines import silver
 
     settings = _settings(args)
+    spark = _batch_spark(settings, "silver")
     result = silver.build(
-        _batch_spark(settings, "silver"), settings, args.from_date, args.to_date, args.tenant, progress=_say
+        spark, settings, args.from_date, args.to_date, args.tenant, skip_gates=args.skip_gates, progress=_say
     )
     _print_silver(result)
+    _print_gates(result.gates, result.docs_index)
     return 0
 
 
@@ -504,10 +554,12 @@ def cmd_gold_build(args: argparse.Namespace) -> int:
     from pipelines import gold
 
     settings = _settings(args)
+    spark = _batch_spark(settings, "gold")
     result = gold.build(
-        _batch_spark(settings, "gold"), settings, args.from_date, args.to_date, args.tenant, progress=_say
+        spark, settings, args.from_date, args.to_date, args.tenant, skip_gates=args.skip_gates, progress=_say
     )
     _print_gold(result)
+    _print_gates(result.gates, result.docs_index)
     return 0
 
 
@@ -516,14 +568,59 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     layers = parse_layers(args.layers)
     settings = _settings(args)
+    spark = _batch_spark(settings, "replay")
     result = replay(
-        _batch_spark(settings, "replay"), settings, args.from_date, args.to_date, args.tenant, layers, progress=_say
+        spark, settings, args.from_date, args.to_date, args.tenant, layers, progress=_say, skip_gates=args.skip_gates
     )
     if result.silver is not None:
         _print_silver(result.silver)
+        _print_gates(result.silver.gates, result.silver.docs_index)
     if result.gold is not None:
         _print_gold(result.gold)
+        _print_gates(result.gold.gates, result.gold.docs_index)
     return 0
+
+
+def _print_gates(summaries: list, docs_index: str | None) -> None:
+    table = Table(title="quality gates")
+    for column in ("table", "outcome", "failed rules", "warned rules", "quarantined rows"):
+        table.add_column(column)
+    for gate in summaries:
+        style = {"failed": "red", "warned": "yellow", "quarantined": "yellow", "skipped": "yellow"}.get(gate.outcome)
+        outcome = f"[{style}]{gate.outcome}[/{style}]" if style else gate.outcome
+        failed, warned = ", ".join(gate.failed_rules) or "-", ", ".join(gate.warned_rules) or "-"
+        table.add_row(gate.table, outcome, failed, warned, str(gate.quarantined_rows))
+    console.print(table)
+    if docs_index:
+        console.print(f"Data Docs: {docs_index}")
+
+
+def cmd_quality_validate(args: argparse.Namespace) -> int:
+    """Run a table's suite on its published rows for a date range: nothing is written but the results."""
+    from pipelines.batch import partition_predicate, read_table
+    from pipelines.lake import LAYERS, Lake
+    from pipelines.quality.audit import JobGates
+
+    settings = _settings(args)
+    layer, _, name = args.table.partition(".")
+    if layer not in LAYERS or not name:
+        raise ValueError(f"--table must be <layer>.<name> with layer one of {', '.join(LAYERS)}, got {args.table!r}")
+    spark = _batch_spark(settings, "quality")
+    gates = JobGates(spark, settings, "quality")
+    date_column = "date" if layer == "gold" else "event_date"
+    days = [args.from_date + timedelta(days=n) for n in range((args.to_date - args.from_date).days + 1)]
+    frame = read_table(
+        spark, settings, Lake(settings).table(layer, name), partition_predicate(args.tenant, date_column, days)
+    )
+    result = gates.audit(args.table, frame, allow_quarantine=True)
+    if result is None:
+        raise ValueError(f"no suite for {args.table}: expected {gates.expectations_dir / (args.table + '.yaml')}")
+    with result:
+        _print_gates(gates.summaries, str(gates.docs_index))
+        for rule in result.rules:
+            if not rule.success:
+                console.print(f"  {rule.line(result.table)}", highlight=False)
+    return 1 if result.failed else 0
 
 
 def cmd_dimensions_load(args: argparse.Namespace) -> int:
@@ -567,6 +664,12 @@ def _add_range_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenant", action="append", help="only this tenant (repeatable; default: all tenants)")
 
 
+def _add_gate_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-gates", action="store_true", help="publish without running the quality gates (recorded as skipped)"
+    )
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -605,6 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generator_options(run)
     run.add_argument("--keep-broker", action="store_true", help="leave the embedded broker running afterwards")
     run.add_argument("--skip-bronze", action="store_true", help="only publish; do not run bronze ingestion")
+    run.add_argument("--bronze-only", action="store_true", help="stop after bronze (no silver and gold builds)")
+    _add_gate_option(run)
     run.set_defaults(func=cmd_run)
 
     broker = commands.add_parser("broker", help="start/stop/status of the embedded broker")
@@ -677,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="rebuild silver.events for a date range (plus days changed by late events)"
     )
     _add_range_options(silver_build)
+    _add_gate_option(silver_build)
     silver_build.set_defaults(func=cmd_silver_build)
 
     gold = commands.add_parser("gold", help="gold tables from silver (DAU/WAU/MAU, counts, sessions, funnels, ...)")
@@ -685,11 +791,22 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="rewrite the gold tables for a date range and the late-data lookback before it"
     )
     _add_range_options(gold_build)
+    _add_gate_option(gold_build)
     gold_build.set_defaults(func=cmd_gold_build)
+
+    quality = commands.add_parser("quality", help="data-quality gates (Great Expectations suites in expectations/)")
+    quality_commands = quality.add_subparsers(dest="action", required=True, metavar="ACTION")
+    quality_validate = quality_commands.add_parser(
+        "validate", help="run a table's suite on its published rows (exit 1 if a fail rule breaks)"
+    )
+    quality_validate.add_argument("--table", required=True, help="e.g. silver.events or gold.daily_active_users")
+    _add_range_options(quality_validate)
+    quality_validate.set_defaults(func=cmd_quality_validate)
 
     replay = commands.add_parser("replay", help="rebuild silver then gold for exactly a date range, from bronze")
     _add_range_options(replay)
     replay.add_argument("--layers", default="silver,gold", help="layers to rebuild (default silver,gold)")
+    _add_gate_option(replay)
     replay.set_defaults(func=cmd_replay)
 
     dimensions = commands.add_parser("dimensions", help="dimension tables silver enriches events with")
@@ -722,6 +839,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
+    except GateFailed as exc:
+        if args.debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print("nothing was published; the rules' results are in ops.quality_results and the Data Docs")
+        return 1
     except PySparkException as exc:
         if args.debug:
             raise

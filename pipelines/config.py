@@ -174,6 +174,15 @@ class GoldConfig(_Strict):
     anomaly_threshold: float = Field(default=3.5, gt=0)
 
 
+class QualityConfig(_Strict):
+    """Quality gates (pipelines/quality): suites in ``expectations_dir``, run by silver and gold builds."""
+
+    expectations_dir: str = "expectations"
+    docs_dir: str = ".lakehouse/data_docs"  # GX Data Docs site (local folder; its index.html is printed)
+    tenants: list[str] = []  # the tenants the platform serves; empty: every tenant bronze holds
+    min_user_match_rate: float = Field(default=0.95, ge=0, le=1)  # identified silver events with a users row
+
+
 class Settings(_Strict):
     """The resolved configuration of one profile."""
 
@@ -190,6 +199,7 @@ class Settings(_Strict):
     bronze: BronzeConfig = BronzeConfig()
     silver: SilverConfig = SilverConfig()
     gold: GoldConfig = GoldConfig()
+    quality: QualityConfig = QualityConfig()
 
     def resolve_path(self, path: str) -> str:
         """Relative local paths are relative to the project root, so commands work from any cwd."""

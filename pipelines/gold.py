@@ -69,6 +69,9 @@ from pipelines.silver import MACHINE_EVENT_TYPES, events_path
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
+    from pipelines.quality.audit import GateSummary
+    from pipelines.quality.gate import GateResult
+
 PARTITIONS = ("tenant_id", "date")
 TABLES = ("daily_active_users", "event_counts", "sessions", "funnels", "revenue", "event_rate_anomalies")
 ROLLING_DAYS = (7, 28)  # wau, mau
@@ -96,6 +99,9 @@ class GoldResult:
     tenants: list[str] | None
     days: list[date]
     rows: dict[str, int] = field(default_factory=dict)
+    run_id: str = ""
+    gates: list[GateSummary] = field(default_factory=list)
+    docs_index: str | None = None  # GX Data Docs of the run's gates
     seconds: float = 0.0
 
 
@@ -377,17 +383,27 @@ def build(
     tenants: Sequence[str] | None = None,
     *,
     lookback: bool = True,
+    skip_gates: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> GoldResult:
-    """Rewrite every gold table for [first - lookback, last] and ``tenants`` (None: all), one commit per table."""
+    """Rewrite every gold table for [first - lookback, last] and ``tenants`` (None: all), one commit per table.
+
+    Write-audit-publish: every table's candidate rows are computed and audited first (pipelines.quality.audit);
+    only when all gates pass are the tables published. So a failed gate publishes none of them - every gold
+    table stays at its Delta version. Publishing is one commit per table (Delta has no multi-table commit): a
+    crash between two commits leaves the earlier tables at the new version, and rerunning the build (it is
+    idempotent) completes the set.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
+    from pipelines.quality.audit import JobGates, raise_if_any_failed, release
+
     say = progress or (lambda _message: None)
     started = time.monotonic()
     registry = SchemaRegistry.load(settings.schemas_dir)
-    configured = load_funnels(settings.resolve_path(settings.gold.funnels), registry.event_types())
+    configured = load_funnels(settings.resolve_path(settings.gold.funnels), registry.event_types)
     if not table_exists(settings, events_path(settings)):
         raise BatchJobError(f"no silver table at {events_path(settings)}; run silver build first")
     tenant_list = check_tenants(tenants, known_tenants(settings, events_path(settings)), "silver.events")
@@ -426,18 +442,82 @@ def build(
             ),
         }
         predicate = partition_predicate(tenant_list, "date", days)
-        for name in TABLES:
-            if name == "funnels" and not configured:
-                continue
-            observed = Observation(f"gold_{name}")
-            frame = builders[name]().observe(observed, F.count(F.lit(1)).alias("rows"))
-            replace_partitions(
-                frame, settings, table_path(settings, name), predicate, PARTITIONS, f"gold build {first}..{last}"
-            )
-            metrics: dict[str, Any] = observed.get
-            result.rows[name] = int(metrics.get("rows") or 0)
-            say(f"gold.{name}: {result.rows[name]} rows")
+        gates = JobGates(spark, settings, "gold", skip=skip_gates)
+        result.run_id = gates.run_id
+        names = [name for name in TABLES if name != "funnels" or configured]
+        observed = {name: Observation(f"gold_{name}") for name in names}
+        candidates = {name: builders[name]().observe(observed[name], F.count(F.lit(1)).alias("rows")) for name in names}
+        audited: dict[str, GateResult | None] = {}
+        try:
+            for name in names:  # audit every candidate before publishing any
+                say(f"quality gate: gold.{name}" + (" (skipped)" if skip_gates else ""))
+                audited[name] = gates.audit(f"gold.{name}", candidates[name])
+            raise_if_any_failed(list(audited.values()))
+            for name in names:
+                gate = audited[name]
+                replace_partitions(
+                    candidates[name] if gate is None else gate.passing,
+                    settings,
+                    table_path(settings, name),
+                    predicate,
+                    PARTITIONS,
+                    f"gold build {first}..{last} (run {gates.run_id})",
+                )
+                metrics: dict[str, Any] = observed[name].get
+                result.rows[name] = int(metrics.get("rows") or 0)
+                say(f"gold.{name}: {result.rows[name]} rows")
+        finally:
+            release(list(audited.values()))
+            result.gates = gates.summaries
+            result.docs_index = None if skip_gates else str(gates.docs_index)
     finally:
         silver.unpersist()
     result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+@dataclass
+class GoldSummary:
+    """What the main job prints: per tenant and day DAU and revenue, and each funnel's conversion."""
+
+    dau: dict[tuple[str, date], int]
+    revenue: dict[tuple[str, date], dict[str, float]]  # currency -> revenue
+    orders: dict[tuple[str, date], int]
+    funnel_conversion: dict[tuple[str, str], float]  # (tenant, funnel) -> last step users / first step users
+
+
+def summary(spark: SparkSession, settings: Settings, first: date, last: date) -> GoldSummary:
+    """Read the published gold tables for [first, last] (small aggregates: one row per tenant, day, ...)."""
+    from pyspark.sql import functions as F
+
+    def rows(name: str, columns: str) -> list[Any]:
+        path = table_path(settings, name)
+        if not table_exists(settings, path):
+            return []
+        where = f"date BETWEEN DATE '{first}' AND DATE '{last}'"
+        return spark.read.format("delta").load(path).where(where).selectExpr(*columns.split(",")).collect()
+
+    dau = {(r.tenant_id, r.date): r.dau for r in rows("daily_active_users", "tenant_id,date,dau")}
+    revenue: dict[tuple[str, date], dict[str, float]] = {}
+    orders: dict[tuple[str, date], int] = {}
+    for r in rows("revenue", "tenant_id,date,currency,cast(revenue as double) revenue,orders"):
+        revenue.setdefault((r.tenant_id, r.date), {})[r.currency] = r.revenue
+        orders[(r.tenant_id, r.date)] = orders.get((r.tenant_id, r.date), 0) + r.orders
+    conversion: dict[tuple[str, str], float] = {}
+    path = table_path(settings, "funnels")
+    if table_exists(settings, path):
+        steps = (
+            spark.read.format("delta")
+            .load(path)
+            .where(f"date BETWEEN DATE '{first}' AND DATE '{last}'")
+            .groupBy("tenant_id", "funnel", "step_index")
+            .agg(F.sum("users").alias("users"))
+            .collect()
+        )
+        by_funnel: dict[tuple[str, str], dict[int, int]] = {}
+        for r in steps:
+            by_funnel.setdefault((r.tenant_id, r.funnel), {})[r.step_index] = r.users
+        for key, users in by_funnel.items():
+            started = users.get(1, 0)
+            conversion[key] = round(users[max(users)] / started, 4) if started else 0.0
+    return GoldSummary(dau, revenue, orders, conversion)

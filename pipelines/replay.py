@@ -41,14 +41,18 @@ def replay(
     tenants: Sequence[str] | None = None,
     layers: Sequence[str] = LAYERS,
     progress: Callable[[str], None] | None = None,
+    skip_gates: bool = False,
 ) -> ReplayResult:
+    """Rebuild exactly [first, last] from bronze through the same gates as the daily builds."""
     silver_result = (
-        silver.build(spark, settings, first, last, tenants, include_late=False, progress=progress)
+        silver.build(
+            spark, settings, first, last, tenants, include_late=False, skip_gates=skip_gates, progress=progress
+        )
         if "silver" in layers
         else None
     )
     gold_result = (
-        gold.build(spark, settings, first, last, tenants, lookback=False, progress=progress)
+        gold.build(spark, settings, first, last, tenants, lookback=False, skip_gates=skip_gates, progress=progress)
         if "gold" in layers
         else None
     )

@@ -94,8 +94,12 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
+    from pipelines.quality.audit import GateSummary
+    from pipelines.quality.gate import GateResult
+
 EVENTS_TABLE = "events"
 PARTITIONS = ("tenant_id", "event_date")
+BRONZE_KEY_COLUMNS = ("tenant_id", "event_id", "topic", "partition", "offset")  # an event and its Kafka copy
 MACHINE_EVENT_TYPES = ("system_alert",)
 DERIVED_SESSION_PREFIX = "ds_"
 # Typed columns: column -> property. Values pass through the property's PII action; page_url loses its query.
@@ -192,6 +196,10 @@ class SilverResult:
     new_user_agents: int = 0
     users_dimension_rows: int = 0
     tenants_without_events: list[str] = field(default_factory=list)
+    quarantined_rows: int = 0  # candidates a quarantine rule sent to silver/quarantine
+    run_id: str = ""
+    gates: list[GateSummary] = field(default_factory=list)
+    docs_index: str | None = None  # GX Data Docs of the run's gates
     seconds: float = 0.0
     metrics: dict[str, int] = field(default_factory=dict)
 
@@ -596,11 +604,21 @@ def build(
     tenants: Sequence[str] | None = None,
     *,
     include_late: bool = True,
+    skip_gates: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> SilverResult:
-    """Rebuild silver.events for [first, last] (+ late days) and ``tenants`` (None: all) in one commit."""
+    """Rebuild silver.events for [first, last] (+ late days) and ``tenants`` (None: all) in one commit.
+
+    Write-audit-publish (pipelines.quality.audit): the bronze input of the build days is audited first (a
+    failure stops the run before anything is written), then the candidate rows; only when both gates pass are
+    the partitions replaced (rows a ``quarantine`` rule rejects go to ``silver/quarantine`` instead). A failed
+    gate raises ``GateFailed`` and leaves silver.events at its Delta version. The users and devices dimensions
+    are refreshed before the candidate gate: they are rebuilt from their sources on every run.
+    """
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
+
+    from pipelines.quality.audit import JobGates, raise_if_any_failed
 
     say = progress or (lambda _message: None)
     started = time.monotonic()
@@ -626,6 +644,22 @@ def build(
         say(f"late events found: also rebuilding {', '.join(map(str, late))}")
     if restitched:
         say(f"new signups with earlier anonymous events: also rebuilding {', '.join(map(str, restitched))}")
+    gates = JobGates(spark, settings, "silver", skip=skip_gates)
+    result.run_id = gates.run_id
+    say("quality gate: bronze input of the build days" + (" (skipped)" if skip_gates else ""))
+    bronze_input = read_table(
+        spark,
+        settings,
+        lake.bronze_events,
+        partition_predicate(tenant_list, "event_date", build_days),
+        columns=[*BRONZE_KEY_COLUMNS, "event_type", "version", "occurred_at", "ingested_at", "event_date"],
+    )
+    audited_input = gates.audit("bronze.events", bronze_input)
+    try:
+        raise_if_any_failed([audited_input])
+    finally:
+        if audited_input is not None:
+            audited_input.release()
     users = load_users(spark, settings, key, tenant_list, signups)
     result.users_dimension_rows, result.tenants_without_events = users.rows, users.tenants_without_events
     signups_map = identities.drop("signed_up_at")
@@ -657,7 +691,7 @@ def build(
         settings,
         lake.bronze_events,
         partition_predicate(tenant_list, "event_date", horizon_days),
-        columns=["tenant_id", "event_id", "occurred_at", "ingested_at", "topic", "partition", "offset"],
+        columns=[*BRONZE_KEY_COLUMNS, "occurred_at", "ingested_at"],
     )
     events = transform(
         bronze,
@@ -686,11 +720,22 @@ def build(
     ).drop("_stitched", "_user_matched", "_device_known", "_unclassified_values")
     predicate = partition_predicate(tenant_list, "event_date", build_days)
     try:
-        replace_partitions(
-            events, settings, events_path(settings), predicate, PARTITIONS, f"silver build {first}..{last}"
-        )
+        say("quality gate: silver.events candidates" + (" (skipped)" if skip_gates else ""))
+        audited = gates.audit("silver.events", events, allow_quarantine=True)
+        try:
+            raise_if_any_failed([audited])
+            published = events if audited is None else audited.passing
+            description = f"silver build {first}..{last} (run {gates.run_id})"
+            replace_partitions(published, settings, events_path(settings), predicate, PARTITIONS, description)
+            if audited is not None:
+                result.quarantined_rows = _publish_quarantine(settings, audited, predicate, description)
+        finally:
+            if audited is not None:
+                audited.release()
     finally:
         signups.unpersist()
+        result.gates = gates.summaries
+        result.docs_index = None if skip_gates else str(gates.docs_index)
 
     metrics = {**observed_input.get, **observed_output.get}
     result.metrics = {name: int(value or 0) for name, value in metrics.items()}
@@ -698,5 +743,27 @@ def build(
         setattr(result, name, value)
     result.duplicates_dropped = result.bronze_rows - result.events
     result.seconds = round(time.monotonic() - started, 2)
-    say(f"silver.events: {result.events} events written ({result.duplicates_dropped} duplicates dropped)")
+    written = result.events - result.quarantined_rows
+    say(f"silver.events: {written} events written ({result.duplicates_dropped} duplicates dropped)")
     return result
+
+
+def quarantine_path(settings: Settings) -> str:
+    return Lake(settings).table("silver", "quarantine")
+
+
+def _publish_quarantine(settings: Settings, audited: GateResult, predicate: str, description: str) -> int:
+    """Replace the build's partitions of ``silver/quarantine`` with the rows the gate quarantined (none: the
+    partitions are emptied, so a fixed rerun leaves no stale rejects). Returns the row count."""
+    from pyspark.sql import functions as F
+
+    path = quarantine_path(settings)
+    if audited.quarantined is None:
+        if not table_exists(settings, path):
+            return 0
+        nothing = F.lit(None).cast("string")
+        frame = audited.passing.limit(0).withColumns({"_rule": nothing, "_reason": nothing})
+    else:
+        frame = audited.quarantined
+    replace_partitions(frame, settings, path, predicate, PARTITIONS, description)
+    return audited.quarantined_rows

@@ -67,6 +67,20 @@ def test_registering_another_lake_repoints_the_name(spark, settings: Settings, t
     assert os.path.isdir(first), "re-pointing an external table never deletes its data"
 
 
+def test_a_name_left_pointing_at_a_deleted_lake_is_repointed(spark, settings: Settings, tmp_path: Path) -> None:
+    """A lake that was deleted (a test's temp folder, a moved project) must not break the next registration."""
+    import shutil
+
+    gone, fresh = str(tmp_path / "gone" / "ops" / "probe2"), str(tmp_path / "fresh" / "ops" / "probe2")
+    spark.range(2).write.format("delta").save(gone)
+    spark.range(5).write.format("delta").save(fresh)
+    catalog.register(spark, settings, "ops", "probe2", gone)
+    shutil.rmtree(tmp_path / "gone")
+    catalog._registered.clear()  # a new process: nothing remembered
+    assert catalog.register(spark, settings, "ops", "probe2", fresh) is True
+    assert spark.table("ops.probe2").count() == 5
+
+
 def test_bad_names_are_refused(spark, settings: Settings) -> None:
     with pytest.raises(catalog.CatalogError, match="layer must be one of"):
         catalog.register(spark, settings, "platinum", "x", "/tmp/nowhere")
