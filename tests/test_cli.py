@@ -55,14 +55,18 @@ def test_root_help_lists_commands() -> None:
 
 
 @pytest.mark.integration
-def test_main_job_publishes_and_prints_counts(tmp_path: Path) -> None:
-    """`run` on the embedded default: starts its own broker, publishes, prints counts, stops it."""
+@pytest.mark.slow
+def test_main_job_runs_the_chain_and_prints_a_true_gold_summary(tmp_path: Path) -> None:
+    """`run` on the embedded default: starts its own broker, publishes, ingests, builds silver and gold through
+    the gates, prints counts and a gold summary equal to the generator's truth, stops what it started."""
     env = {
         "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_path / "broker"),
         "LAKEHOUSE__LAKE__ROOT": str(tmp_path / "lake"),
         "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_path / "metastore"),
+        "LAKEHOUSE__QUALITY__DOCS_DIR": str(tmp_path / "data_docs"),
     }
-    result = run_cli("run", "--users", "40", "--days", "2", "--seed", "7", "--truth", str(tmp_path / "t.json"), env=env)
+    arguments = ("run", "--users", "40", "--days", "2", "--seed", "7", "--truth", str(tmp_path / "t.json"))
+    result = run_cli(*arguments, env=env, timeout=1200)
     assert result.returncode == 0, result.stderr
     settings = load_settings("local", environ={})
     messages, truth = generate(GeneratorSpec(seed=7, users_per_tenant=40, days=2), settings.kafka.topic_for_event_type)
@@ -83,6 +87,27 @@ def test_main_job_publishes_and_prints_counts(tmp_path: Path) -> None:
     assert quarantine_total == truth.malformed
     assert bronze_total + quarantine_total == len(messages)
     assert (tmp_path / "lake" / "bronze" / "events" / "_delta_log").is_dir()
+
+    # ... then silver and gold through their gates, and a gold summary that matches the generator's truth
+    _, _, summary_part = result.stdout.partition("gold summary")
+    line = re.compile(r"│ (\S+)\s+│ (\d{4}-\d{2}-\d{2}) │\s+(\d+) │\s+(\d+) │\s+(.+?) │")
+    dau, orders, revenue_cents = {}, {}, {}
+    for tenant, day, users, order_count, money in line.findall(summary_part):
+        dau[(tenant, day)] = int(users)
+        if int(order_count):
+            orders[(tenant, day)] = int(order_count)
+        for amount in money.split(", ") if money != "-" else []:
+            value, currency = amount.split(" ")
+            revenue_cents[(tenant, day, currency)] = round(float(value) * 100)
+    assert dau == truth.distinct_users
+    assert revenue_cents == truth.revenue_cents
+    expected_orders: dict[tuple[str, str], int] = {}
+    for (tenant, day, _currency), count in truth.orders.items():
+        expected_orders[(tenant, day)] = expected_orders.get((tenant, day), 0) + count
+    assert orders == expected_orders
+    assert re.search(r"│ silver\.events\s+│ (passed|warned)", result.stdout), "silver's gate ran and published"
+    assert "funnel conversion" in result.stdout and "Data Docs:" in result.stdout
+    assert (tmp_path / "lake" / "ops" / "quality_results" / "_delta_log").is_dir()
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(truth.to_json())
     assert "embedded broker stopped" in result.stdout
     assert not (tmp_path / "broker" / "broker.json").exists(), "the broker it started is stopped"
