@@ -181,6 +181,7 @@ class QualityConfig(_Strict):
     docs_dir: str = ".lakehouse/data_docs"  # GX Data Docs site (local folder; its index.html is printed)
     tenants: list[str] = []  # the tenants the platform serves; empty: every tenant bronze holds
     min_user_match_rate: float = Field(default=0.95, ge=0, le=1)  # identified silver events with a users row
+    max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)  # bronze messages quarantined, per build days
 
 
 class Settings(_Strict):

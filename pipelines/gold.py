@@ -452,6 +452,11 @@ def build(
             for name in names:  # audit every candidate before publishing any
                 say(f"quality gate: gold.{name}" + (" (skipped)" if skip_gates else ""))
                 audited[name] = gates.audit(f"gold.{name}", candidates[name])
+            say("quality gate: gold.reconciliation (gold vs silver)" + (" (skipped)" if skip_gates else ""))
+            audited["reconciliation"] = gates.audit(
+                "gold.reconciliation",
+                reconciliation(silver, days, candidates["event_counts"], candidates["daily_active_users"]),
+            )
             raise_if_any_failed(list(audited.values()))
             for name in names:
                 gate = audited[name]
@@ -474,6 +479,28 @@ def build(
         silver.unpersist()
     result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+def reconciliation(silver: DataFrame, days: Sequence[date], counts: DataFrame, active: DataFrame) -> DataFrame:
+    """Per (tenant_id, date) of ``days``: silver's rows and user events next to the event_counts candidate's
+    total and the daily_active_users candidate's dau (the gold.reconciliation suite compares them)."""
+    from pyspark.sql import functions as F
+
+    keys = ["tenant_id", "date"]
+    per_day = (
+        silver.filter(F.col("event_date").isin(list(days)))
+        .groupBy("tenant_id", F.col("event_date").alias("date"))
+        .agg(
+            F.count(F.lit(1)).alias("silver_events"),
+            F.sum(_is_user_event().cast("long")).alias("silver_user_events"),
+        )
+    )
+    counted = counts.groupBy(*keys).agg(F.sum("events").alias("gold_events"))
+    return (
+        per_day.join(counted, keys, "full_outer")
+        .join(active.select(*keys, "dau"), keys, "left")
+        .fillna(0, ["silver_events", "silver_user_events", "gold_events"])
+    )
 
 
 @dataclass

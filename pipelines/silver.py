@@ -615,10 +615,11 @@ def build(
     gate raises ``GateFailed`` and leaves silver.events at its Delta version. The users and devices dimensions
     are refreshed before the candidate gate: they are rebuilt from their sources on every run.
     """
+    from pyspark import StorageLevel
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from pipelines.quality.audit import JobGates, raise_if_any_failed
+    from pipelines.quality.audit import JobGates, raise_if_any_failed, release
 
     say = progress or (lambda _message: None)
     started = time.monotonic()
@@ -654,12 +655,14 @@ def build(
         partition_predicate(tenant_list, "event_date", build_days),
         columns=[*BRONZE_KEY_COLUMNS, "event_type", "version", "occurred_at", "ingested_at", "event_date"],
     )
-    audited_input = gates.audit("bronze.events", bronze_input)
+    audited_input = [
+        gates.audit("bronze.events", bronze_input),
+        gates.audit("bronze.quarantine_rate", quarantine_rate(spark, settings, build_days)),
+    ]
     try:
-        raise_if_any_failed([audited_input])
+        raise_if_any_failed(audited_input)
     finally:
-        if audited_input is not None:
-            audited_input.release()
+        release(audited_input)
     users = load_users(spark, settings, key, tenant_list, signups)
     result.users_dimension_rows, result.tenants_without_events = users.rows, users.tenants_without_events
     signups_map = identities.drop("signed_up_at")
@@ -693,9 +696,10 @@ def build(
         partition_predicate(tenant_list, "event_date", horizon_days),
         columns=[*BRONZE_KEY_COLUMNS, "occurred_at", "ingested_at"],
     )
+    copies_to_drop = later_copies(keys, horizon)
     events = transform(
         bronze,
-        later_copies(keys, horizon),
+        copies_to_drop,
         build_days,
         signups_map,
         read_users(spark, settings, tenant_list),
@@ -719,21 +723,26 @@ def build(
         F.sum("_unclassified_values").alias("unclassified_values_dropped"),
     ).drop("_stitched", "_user_matched", "_device_known", "_unclassified_values")
     predicate = partition_predicate(tenant_list, "event_date", build_days)
+    if not skip_gates:
+        events = events.persist(StorageLevel.MEMORY_AND_DISK)  # audited twice (suite, reconciliation), then written
+    audited: GateResult | None = None
+    reconciled: GateResult | None = None
     try:
         say("quality gate: silver.events candidates" + (" (skipped)" if skip_gates else ""))
-        audited = gates.audit("silver.events", events, allow_quarantine=True)
         try:
-            raise_if_any_failed([audited])
+            audited = gates.audit("silver.events", events, allow_quarantine=True)
+            reconciled = gates.audit("silver.reconciliation", reconciliation(bronze_input, copies_to_drop, events))
+            raise_if_any_failed([audited, reconciled])
             published = events if audited is None else audited.passing
             description = f"silver build {first}..{last} (run {gates.run_id})"
             replace_partitions(published, settings, events_path(settings), predicate, PARTITIONS, description)
             if audited is not None:
                 result.quarantined_rows = _publish_quarantine(settings, audited, predicate, description)
         finally:
-            if audited is not None:
-                audited.release()
+            release([audited, reconciled])
     finally:
         signups.unpersist()
+        events.unpersist()
         result.gates = gates.summaries
         result.docs_index = None if skip_gates else str(gates.docs_index)
 
@@ -746,6 +755,46 @@ def build(
     written = result.events - result.quarantined_rows
     say(f"silver.events: {written} events written ({result.duplicates_dropped} duplicates dropped)")
     return result
+
+
+def quarantine_rate(spark: SparkSession, settings: Settings, days: Sequence[date]) -> DataFrame:
+    """One row: messages bronze quarantined and accepted in the micro-batches ingested on ``days`` (from
+    ops.bronze_progress: no data file is read), and their ratio (null when bronze has no progress rows, e.g. a
+    bronze written without the stream)."""
+    from pyspark.sql import functions as F
+
+    schema = "first_day date, last_day date, quarantined long, messages long, quarantine_rate double"
+    path = Lake(settings).bronze_progress
+    if not table_exists(settings, path):
+        return spark.createDataFrame([(days[0], days[-1], 0, 0, None)], schema)
+    totals = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.to_date("max_ingested_at").isin(list(days)))
+        .agg(F.sum("quarantined").alias("quarantined"), F.sum(F.col("events") + F.col("quarantined")).alias("messages"))
+    )
+    return totals.select(
+        F.lit(days[0]).alias("first_day"),
+        F.lit(days[-1]).alias("last_day"),
+        F.coalesce("quarantined", F.lit(0)).alias("quarantined"),
+        F.coalesce("messages", F.lit(0)).alias("messages"),
+        F.try_divide(F.col("quarantined").cast("double"), F.col("messages")).alias("quarantine_rate"),
+    )
+
+
+def reconciliation(bronze_rows: DataFrame, copies_to_drop: DataFrame, candidates: DataFrame) -> DataFrame:
+    """Per (tenant_id, event_date): bronze's rows minus the copies dedup drops (``expected_rows``) next to the
+    candidate silver rows (``silver_rows``); the silver.reconciliation suite wants them equal."""
+    from pyspark.sql import functions as F
+
+    keys = ["tenant_id", "event_date"]
+    expected = (
+        bronze_rows.join(copies_to_drop, ["topic", "partition", "offset"], "left_anti")
+        .groupBy(*keys)
+        .agg(F.count(F.lit(1)).alias("expected_rows"))
+    )
+    actual = candidates.groupBy(*keys).agg(F.count(F.lit(1)).alias("silver_rows"))
+    return expected.join(actual, keys, "full_outer").fillna(0, ["expected_rows", "silver_rows"])
 
 
 def quarantine_path(settings: Settings) -> str:

@@ -56,6 +56,7 @@ def test_root_help_lists_commands() -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_main_job_runs_the_chain_and_prints_a_true_gold_summary(tmp_path: Path) -> None:
     """`run` on the embedded default: starts its own broker, publishes, ingests, builds silver and gold through
     the gates, prints counts and a gold summary equal to the generator's truth, stops what it started."""

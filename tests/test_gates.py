@@ -136,10 +136,60 @@ def test_quarantine_over_its_threshold_fails_and_publishes_nothing(spark, tmp_pa
 def test_skipped_gates_are_recorded(spark, tmp_path: Path) -> None:
     settings = _lake(spark, tmp_path, {"silver.events.yaml": QUARANTINE_LOGINS.replace("{pct}", "0.5")})
     result = silver.build(spark, settings, D1, D5, skip_gates=True)  # the failing suite is not run
-    assert [(gate.table, gate.outcome) for gate in result.gates] == [
-        ("bronze.events", "skipped"),
-        ("silver.events", "skipped"),
-    ]
+    audits = ["bronze.events", "bronze.quarantine_rate", "silver.events", "silver.reconciliation"]
+    assert [(gate.table, gate.outcome) for gate in result.gates] == [(name, "skipped") for name in audits]
     recorded = {(r.table, r.action, r.run_id) for r in _results(spark, settings)}
-    assert recorded == {("bronze.events", "skipped", result.run_id), ("silver.events", "skipped", result.run_id)}
+    assert recorded == {(name, "skipped", result.run_id) for name in audits}
     assert spark.read.format("delta").load(silver.events_path(settings)).where("event_type = 'login'").count() > 0
+
+
+def _validate(spark, table: str, rows: list[tuple], schema: str, settings):
+    from pipelines.quality import load_suite, validate
+    from pipelines.quality.audit import JobGates
+
+    suite = load_suite(SHIPPED / f"{table}.yaml", JobGates(spark, settings, "test").params())
+    return validate(spark.createDataFrame(rows, schema), suite, run_id="test")
+
+
+def test_reconciliation_suites_catch_lost_rows_and_missing_tenants(spark, tmp_path: Path) -> None:
+    settings = _lake(spark, tmp_path)
+    with _validate(
+        spark,
+        "silver.reconciliation",
+        [("t1", D1, 10, 10), ("t2", D1, 4, 3)],  # one of t2's kept bronze rows never reached silver
+        "tenant_id string, event_date date, expected_rows long, silver_rows long",
+        settings,
+    ) as result:
+        assert [(r.name, r.unexpected_count) for r in result.failures] == [("silver_rows_reconcile_with_bronze", 1)]
+    with _validate(
+        spark,
+        "gold.reconciliation",
+        [("t1", D1, 10, 9, 10, 3), ("t2", D1, 5, 5, 4, None), ("t3", D1, 2, 0, 2, None)],
+        "tenant_id string, date date, silver_events long, silver_user_events long, gold_events long, dau long",
+        settings,
+    ) as result:
+        # t2: counts short by one and no DAU row although it had user events; t3 (machine events only) is fine
+        assert sorted((r.name, r.unexpected_count) for r in result.failures) == [
+            ("active_tenant_has_dau_row", 1),
+            ("event_counts_sum_to_silver_rows", 1),
+        ]
+
+
+def test_quarantine_rate_from_bronze_progress_fails_a_burst(spark, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, time
+
+    settings = _lake(spark, tmp_path)
+    at = datetime.combine(D1, time(12), tzinfo=UTC)
+    progress = spark.createDataFrame(
+        [("q", 0, "events", 0, 0, 89, 80, 10, at, at, at), ("q", 1, "events", 1, 0, 9, 10, 0, at, at, at)],
+        "query_id string, batch_id long, topic string, partition int, min_offset long, max_offset long, "
+        "events long, quarantined long, max_occurred_at timestamp, max_kafka_timestamp timestamp, "
+        "max_ingested_at timestamp",
+    )
+    progress.write.format("delta").save(Lake(settings).bronze_progress)
+    rate = silver.quarantine_rate(spark, settings, [D1]).collect()
+    assert [(r.quarantined, r.messages, r.quarantine_rate) for r in rate] == [(10, 100, 0.1)]
+    assert silver.quarantine_rate(spark, settings, [D5]).first().messages == 0  # another ingest day
+    with pytest.raises(GateFailed, match=r"quarantine_rate_below_threshold"):
+        silver.build(spark, settings, D1, D1)  # 10% > quality.max_quarantine_rate (5%)
+    assert tables.table_version(spark, silver.events_path(settings)) is None

@@ -78,6 +78,7 @@ class JobGates:
                 "tenants": sorted(tenants),
                 "max_event_age_days": self.settings.bronze.max_event_age_days,
                 "min_user_match_rate": self.settings.quality.min_user_match_rate,
+                "max_quarantine_rate": self.settings.quality.max_quarantine_rate,
             }
         return self._params
 

@@ -1,0 +1,143 @@
+"""Quality-gate overhead: silver + gold with their gates vs without, same data, same run; and peak memory.
+
+The generated stream (duplicates and late events included) is written to bronze once. A first build without
+gates warms the JVM and fills the dimension tables (its time is reported, not compared). Then the builds
+alternate, gated and not (``--rounds`` pairs); the overhead is the gated time over the ungated one, per layer
+and in all, from the medians. Peak RSS is sampled every 0.2 s over the whole process tree of the run (this
+Python driver, the Spark JVM, its Python workers; the Derby metastore is a separate, already-running process
+and is left out).
+
+Run: ``.venv/bin/python -m bench.bench_gates [--events 1000000] [--rounds 1]``; rewrites its BENCHMARKS.md
+section (``--validation``: labelled as a small validation run, not a result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.bench_silver_gold import _write_bronze
+from bench.common import bench_environ, machine, markdown_table, private_spark, write_section
+from pipelines import gold, silver
+from pipelines.config import load_settings
+
+
+class PeakRss:
+    """Highest summed RSS of this process and its descendants, sampled on a thread."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.peak = 0
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _timed_build(spark, settings, first, last, skip_gates: bool) -> tuple[float, float]:
+    started = time.monotonic()
+    silver.build(spark, settings, first, last, skip_gates=skip_gates)
+    silver_s = time.monotonic() - started
+    started = time.monotonic()
+    gold.build(spark, settings, first, last, lookback=False, skip_gates=skip_gates)
+    return silver_s, time.monotonic() - started
+
+
+def run(events: int, rounds: int) -> tuple[list[dict[str, Any]], str]:
+    with tempfile.TemporaryDirectory(prefix="bench-gates-") as workdir:
+        work = Path(workdir)
+        environ = bench_environ(
+            work,
+            LAKEHOUSE__SILVER__DIMENSIONS_DIR=str(work / "dims"),
+            LAKEHOUSE__QUALITY__DOCS_DIR=str(work / "docs"),
+        )
+        settings = load_settings(environ=environ)
+        with PeakRss() as memory, private_spark(settings, "bench-gates", {"spark.driver.memory": "6g"}) as spark:
+            bronze_rows, first, last = _write_bronze(spark, settings, events)
+            print(f"[bench] {events:,} events written to bronze ({bronze_rows:,} rows)", file=sys.stderr)
+            warm = _timed_build(spark, settings, first, last, skip_gates=True)
+            print(f"[bench] warm-up build (no gates): {sum(warm):.1f} s", file=sys.stderr)
+            timings: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+            for _ in range(rounds):
+                for gated in (True, False):
+                    timings[gated].append(_timed_build(spark, settings, first, last, skip_gates=not gated))
+                    print(f"[bench] gated={gated}: {sum(timings[gated][-1]):.1f} s", file=sys.stderr)
+    rows = []
+    for index, layer in ((0, "silver.build"), (1, "gold.build (6 tables)")):
+        plain = statistics.median(t[index] for t in timings[False])
+        gated = statistics.median(t[index] for t in timings[True])
+        rows.append(_row(layer, events, plain, gated))
+    plain = statistics.median(sum(t) for t in timings[False])
+    gated = statistics.median(sum(t) for t in timings[True])
+    rows.append(_row("silver + gold", events, plain, gated))
+    peak = f"{memory.peak / 2**30:.2f} GiB (Python driver + Spark JVM + Python workers; driver memory 6 GiB)"
+    return rows, peak
+
+
+def _row(layer: str, events: int, plain: float, gated: float) -> dict[str, Any]:
+    return {
+        "build": layer,
+        "events": f"{events:,}",
+        "without gates (s)": round(plain, 1),
+        "with gates (s)": round(gated, 1),
+        "gate overhead": f"{100 * (gated - plain) / plain:.0f}%",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="generated events (default 1000000)")
+    parser.add_argument("--rounds", type=int, default=1, help="gated/ungated pairs (default 1)")
+    parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
+    args = parser.parse_args()
+    rows, peak = run(args.events, args.rounds)
+    heading = "## Quality-gate overhead: silver + gold with vs without gates (issue 14)"
+    if args.validation:
+        heading += " - VALIDATION RUN at a small size, machine busy: not a result"
+    columns = ["build", "events", "without gates (s)", "with gates (s)", "gate overhead"]
+    body = "\n".join(
+        [
+            heading,
+            "",
+            f"Machine: {machine()}. Data: generated events over 4 tenants written straight to bronze, 7 days per "
+            "million events; Spark `local[*]`, delta-spark 4.4, Great Expectations 1.24 (the shipped suites of "
+            "`expectations/`). After a warm-up build, gated and ungated builds of the same days alternate "
+            f"({args.rounds} pair(s), medians). Target: overhead at most 25% of the build it guards.",
+            "",
+            markdown_table(rows, columns),
+            "",
+            f"Peak RSS of the run: {peak}.",
+        ]
+    )
+    write_section("gates", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
