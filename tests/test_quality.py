@@ -36,6 +36,7 @@ PARAMS = {
     "tenants": ["t1", "t2"],
     "max_event_age_days": 7,
     "min_user_match_rate": 0.9,
+    "max_quarantine_rate": 0.05,
 }
 N = 200
 BAD_USER_KEYS = {5, 17, 42}  # raw ids instead of pseudonyms
