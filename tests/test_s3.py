@@ -44,6 +44,8 @@ def s3_settings(
     s3_client(s3_server).create_bucket(Bucket=bucket)
     for option, env_name in STORAGE_ENV.items():
         monkeypatch.setenv(env_name, s3_server[option])
+    # a lake on an object store never uses the public development key (pipelines.pii.hmac_key)
+    monkeypatch.setenv(isolated_settings.pii.hmac_key_env, "s3-test-key")
     lake = isolated_settings.lake.model_copy(
         update={"root": f"s3://{bucket}/lake", "checkpoint_root": None, "storage_options_env": STORAGE_ENV}
     )
