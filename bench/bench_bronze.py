@@ -50,8 +50,8 @@ from bench.common import (
     write_section,
 )
 from pipelines.config import Settings, load_settings
-from pipelines.generator import GeneratorSpec, generate
-from pipelines.lake import Lake
+from pipelines.platform.lake import Lake
+from pipelines.synthetic.generator import GeneratorSpec, generate
 
 DAYS = 3
 EVENTS_PER_USER_DAY = 3.4  # the generator's defaults (as in bench_silver_gold)
@@ -83,7 +83,7 @@ def _messages(settings: Settings, count: int, seed: int) -> list:
 
 def _publish(settings: Settings, bootstrap: str, messages: list, rate: float | None = None) -> float:
     """Publish (at ``rate`` messages/s, or as fast as possible) and wait for every ack; returns the seconds."""
-    from pipelines.producer import EventProducer
+    from pipelines.kafka.producer import EventProducer
 
     with EventProducer(settings, bootstrap) as producer:
         started = time.monotonic()
@@ -227,8 +227,8 @@ def run(
     trigger: str = "1 second",
     max_offsets: int | None = None,
 ) -> dict[str, Any]:
-    from pipelines.broker import ensure_topics
     from pipelines.bronze import ensure_tables, start_bronze
+    from pipelines.kafka.broker import ensure_topics
 
     phases = _Phases()
     work = Path(tempfile.mkdtemp(prefix="bench-bronze-"))

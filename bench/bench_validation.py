@@ -21,8 +21,8 @@ from typing import Any
 
 from bench.common import machine
 from pipelines.config import load_settings
-from pipelines.generator import GeneratorSpec, generate
-from pipelines.schemas import SchemaRegistry, _reject_constant
+from pipelines.contracts.schemas import SchemaRegistry, _reject_constant
+from pipelines.synthetic.generator import GeneratorSpec, generate
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "conf" / "schemas"
 SPEC = GeneratorSpec(seed=2026, tenants=4, users_per_tenant=600, days=2, malformed_rate=0.01)

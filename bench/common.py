@@ -125,8 +125,8 @@ def private_spark(
 ) -> Iterator[SparkSession]:
     """A SparkSession for one run; afterwards its JVM and - when this run started it - the metastore database
     (Derby, under ``settings.catalog.state_dir``) are stopped by PID."""
-    from pipelines.metastore import EmbeddedMetastore
-    from pipelines.spark import build_spark
+    from pipelines.platform.metastore import EmbeddedMetastore
+    from pipelines.platform.spark import build_spark
 
     metastore = EmbeddedMetastore.from_settings(settings) if settings.catalog.metastore == "embedded" else None
     started_here = metastore is not None and metastore.running() is None
@@ -147,9 +147,9 @@ def private_spark(
 
 @contextmanager
 def private_broker(state_dir: Path) -> Iterator[str]:
-    """An embedded Apache Kafka broker (``pipelines.broker.EmbeddedBroker``, KRaft, one node) with its log dir
+    """An embedded Apache Kafka broker (``pipelines.kafka.broker.EmbeddedBroker``, KRaft, one node) with its log dir
     in ``state_dir``, for one benchmark run; yields its bootstrap servers and stops it by its recorded PID."""
-    from pipelines.broker import EmbeddedBroker
+    from pipelines.kafka.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(state_dir)
     handle = broker.start()

@@ -88,14 +88,14 @@ class ProducerConfig(_Strict):
 
 
 class EmbeddedBrokerConfig(_Strict):
-    """The local Apache Kafka broker (KRaft, one node) started from jars by ``pipelines.broker``."""
+    """The local Apache Kafka broker (KRaft, one node) started from jars by ``pipelines.kafka.broker``."""
 
     # PID/ports record, server.properties, logs and the durable log data (<state_dir>/data)
     state_dir: str = ".lakehouse/broker"
     heap: str = Field(default="512m", pattern=r"^[1-9][0-9]*[kKmMgG]$")  # the JVM's -Xmx
     start_timeout_s: float = Field(default=60.0, gt=0)
     # extra server.properties entries, e.g. {"log.retention.hours": 24}; listeners, ports, node id,
-    # roles and log.dirs are managed by pipelines.broker and cannot be set here
+    # roles and log.dirs are managed by pipelines.kafka.broker and cannot be set here
     server_properties: dict[str, str | int | bool] = Field(default_factory=dict)
 
 
@@ -127,7 +127,7 @@ class SparkConfig(_Strict):
 class CatalogConfig(_Strict):
     """Where table names (bronze.events, gold.revenue, ...) are kept.
 
-    ``embedded``: a Derby network server the project starts (pipelines.metastore), shared by every
+    ``embedded``: a Derby network server the project starts (pipelines.platform.metastore), shared by every
     local JVM; ``thrift://host:9083``: an existing Hive metastore; ``none``: Spark's in-memory
     catalog (tables by path only).
     """

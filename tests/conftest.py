@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.broker import BrokerHandle, EmbeddedBroker
 from pipelines.config import Settings, load_settings
-from pipelines.generator import GeneratorSpec, Truth
-from pipelines.metastore import EmbeddedMetastore, MetastoreHandle
+from pipelines.kafka.broker import BrokerHandle, EmbeddedBroker
+from pipelines.platform.metastore import EmbeddedMetastore, MetastoreHandle
+from pipelines.synthetic.generator import GeneratorSpec, Truth
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ def settings(broker: BrokerHandle, metastore: MetastoreHandle, tmp_session_dir: 
 @pytest.fixture
 def isolated_settings(settings: Settings, broker: BrokerHandle, tmp_path: Path) -> Settings:
     """Fresh topics (created on the shared broker) and a fresh lake per test, so counts are exact."""
-    from pipelines.broker import ensure_topics
+    from pipelines.kafka.broker import ensure_topics
 
     suffix = uuid.uuid4().hex[:8]
     kafka = settings.kafka.model_copy(
@@ -79,7 +79,7 @@ def metastore(tmp_session_dir: Path) -> Iterator[MetastoreHandle]:
 @pytest.fixture(scope="session")
 def spark(tmp_session_dir: Path, metastore: MetastoreHandle):
     """One SparkSession for the whole run (start-up costs ~15 s): Delta, jars and the test metastore."""
-    from pipelines.spark import build_spark
+    from pipelines.platform.spark import build_spark
 
     environ = {
         **os.environ,
@@ -108,7 +108,7 @@ def s3_server(tmp_session_dir: Path) -> Iterator[dict[str, str]]:
     import time
     import urllib.request
 
-    from pipelines.processes import free_port
+    from pipelines.platform.processes import free_port
 
     port = free_port()
     log = open(tmp_session_dir / "moto.log", "wb")
@@ -157,8 +157,8 @@ def write_config(settings: Settings, path: Path) -> Path:
 
 def publish(settings: Settings, bootstrap: str, spec: GeneratorSpec) -> tuple[list, Truth]:
     """Publish a generated stream as-is (malformed messages included) to the settings' topics."""
-    from pipelines.generator import generate
-    from pipelines.producer import EventProducer
+    from pipelines.kafka.producer import EventProducer
+    from pipelines.synthetic.generator import generate
 
     messages, truth = generate(spec, settings.kafka.topic_for_event_type)
     with EventProducer(settings, bootstrap) as producer:

@@ -18,7 +18,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic, OffsetSpec
 
-from pipelines.broker import (
+from pipelines.config import load_settings
+from pipelines.kafka.broker import (
     BrokerError,
     BrokerHandle,
     EmbeddedBroker,
@@ -26,8 +27,7 @@ from pipelines.broker import (
     resolve_bootstrap_servers,
     wait_until_healthy,
 )
-from pipelines.config import load_settings
-from pipelines.processes import free_port
+from pipelines.platform.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -333,7 +333,9 @@ def test_data_and_offsets_survive_sigkill_and_restart_on_new_ports(own_broker: E
 @pytest.mark.slow
 def test_concurrent_starts_yield_one_broker_and_an_unrecorded_jvm_blocks_a_start(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    code = "import sys; from pipelines.broker import EmbeddedBroker; print(EmbeddedBroker(sys.argv[1]).start().pid)"
+    code = (
+        "import sys; from pipelines.kafka.broker import EmbeddedBroker; print(EmbeddedBroker(sys.argv[1]).start().pid)"
+    )
     starters = [
         subprocess.Popen([sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE, text=True) for _ in range(2)
     ]

@@ -25,11 +25,11 @@ from deltalake import DeltaTable
 
 from pipelines.bronze import _json_or_none, freshness, lag_rows, run_bronze, start_bronze, table_counts
 from pipelines.config import Settings
-from pipelines.events import encode_event, message_headers, message_key
-from pipelines.generator import GeneratorSpec
-from pipelines.lake import Lake
-from pipelines.producer import EventProducer
-from pipelines.tables import compact
+from pipelines.contracts.events import encode_event, message_headers, message_key
+from pipelines.kafka.producer import EventProducer
+from pipelines.platform.lake import Lake
+from pipelines.platform.tables import compact
+from pipelines.synthetic.generator import GeneratorSpec
 
 pytestmark = pytest.mark.integration
 

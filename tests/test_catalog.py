@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 
-from pipelines import catalog
 from pipelines.config import Settings
-from pipelines.lake import Lake
-from pipelines.metastore import EmbeddedMetastore
-from pipelines.processes import pid_alive
+from pipelines.platform import catalog
+from pipelines.platform.lake import Lake
+from pipelines.platform.metastore import EmbeddedMetastore
+from pipelines.platform.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_a_second_jvm_reads_tables_by_name_while_the_first_runs(spark, settings:
     script = textwrap.dedent(
         """
         from pipelines.config import load_settings
-        from pipelines.spark import build_spark
+        from pipelines.platform.spark import build_spark
         spark = build_spark(load_settings(), app_name="second-jvm")
         latest = spark.table("gold.revenue").count()
         first = spark.sql("SELECT count(*) AS n FROM gold.revenue VERSION AS OF 0").first()["n"]

@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.cli import build_parser
 from pipelines.config import load_settings
-from pipelines.generator import GeneratorSpec, generate
+from pipelines.synthetic.generator import GeneratorSpec, generate
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

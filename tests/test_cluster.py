@@ -19,9 +19,9 @@ from deltalake import DeltaTable
 
 from pipelines import silver
 from pipelines.config import Settings
-from pipelines.generator import GeneratorSpec
-from pipelines.lake import Lake
-from pipelines.standalone import StandaloneCluster
+from pipelines.platform.lake import Lake
+from pipelines.synthetic.generator import GeneratorSpec
+from tests.support.standalone import StandaloneCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster]
 
@@ -64,7 +64,7 @@ def test_bronze_and_silver_on_standalone_cluster(
     master = cluster.start()
     try:
         result = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("cluster_job.py"))],
+            [sys.executable, str(Path(__file__).parent / "support" / "cluster_job.py")],
             capture_output=True,
             text=True,
             timeout=1500,

@@ -14,10 +14,10 @@ from test_gold import assert_reconciles_with_truth
 from pipelines import gold, silver
 from pipelines.bronze import run_bronze
 from pipelines.config import Settings
-from pipelines.dimensions import sample_users, write_users_file
-from pipelines.generator import GeneratorSpec
-from pipelines.lake import BRONZE_EVENTS_SCHEMA, Lake
-from pipelines.synthetic_bronze import bronze_rows_from_generated, bronze_table, write_bronze
+from pipelines.platform.lake import BRONZE_EVENTS_SCHEMA, Lake
+from pipelines.silver.dimensions import sample_users, write_users_file
+from pipelines.synthetic.bronze import bronze_rows_from_generated, bronze_table, write_bronze
+from pipelines.synthetic.generator import GeneratorSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

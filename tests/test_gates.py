@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from test_silver import D1, D5, fixture_rows, lake_settings
 
-from pipelines import gold, silver, tables
-from pipelines.lake import Lake
+from pipelines import gold, silver
+from pipelines.platform import tables
+from pipelines.platform.lake import Lake
 from pipelines.quality import GateFailed
-from pipelines.synthetic_bronze import bronze_table, write_bronze
+from pipelines.synthetic.bronze import bronze_table, write_bronze
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from pipelines.config import load_settings
-from pipelines.events import message_key
-from pipelines.generator import DEFECTS, EVENT_TYPES, GeneratedMessage, GeneratorSpec, Truth, generate
-from pipelines.schemas import SchemaRegistry
+from pipelines.contracts.events import message_key
+from pipelines.contracts.schemas import SchemaRegistry
+from pipelines.synthetic.generator import DEFECTS, EVENT_TYPES, GeneratedMessage, GeneratorSpec, Truth, generate
 
 HOUR_MS = 3_600_000
 SPEC = GeneratorSpec(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import jars
+from pipelines.platform import jars
 
 
 def test_installed_groups_are_complete_and_free_of_pyspark_duplicates() -> None:

@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from pipelines.pii import PiiRules, SparkPseudonymizer, truncate_ip, truncate_ip_column
+from pipelines.silver.pii import PiiRules, SparkPseudonymizer, truncate_ip, truncate_ip_column
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from pipelines.config import Settings
-from pipelines.events import message_key
-from pipelines.producer import HEADER_ERROR, HEADER_INTENDED_TOPIC, EventProducer, ProduceError
+from pipelines.contracts.events import message_key
+from pipelines.kafka.producer import HEADER_ERROR, HEADER_INTENDED_TOPIC, EventProducer, ProduceError
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def test_invalid_event_goes_to_dead_letter_with_reasons(isolated_settings: Setti
 
 
 def test_unreachable_broker_reports_undelivered(isolated_settings: Settings) -> None:
-    from pipelines.processes import free_port
+    from pipelines.platform.processes import free_port
 
     settings = isolated_settings.model_copy(
         update={"producer": isolated_settings.producer.model_copy(update={"delivery_timeout_ms": 1500})}

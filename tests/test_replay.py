@@ -17,9 +17,9 @@ from test_silver import D1, D5, fixture_rows, lake_settings, read_rows
 
 from pipelines import gold, silver
 from pipelines.config import PROJECT_ROOT, Settings
-from pipelines.lake import Lake
+from pipelines.platform.lake import Lake
 from pipelines.replay import parse_layers, replay
-from pipelines.synthetic_bronze import bronze_table, write_bronze
+from pipelines.synthetic.bronze import bronze_table, write_bronze
 
 pytestmark = pytest.mark.integration
 

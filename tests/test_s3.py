@@ -1,9 +1,9 @@
 """The lake and the streaming checkpoints on S3 through S3A, against a real moto S3 server on 127.0.0.1.
 
 One set of delta-rs style storage options (``lake.storage_options_env``) configures both engines: Spark reaches
-``s3://`` through S3A (``pipelines.spark.s3a_conf``), delta-rs readers use the options as they are, so a table
+``s3://`` through S3A (``pipelines.platform.spark.s3a_conf``), delta-rs readers use the options as they are, so a table
 path is the same string for both. The shared test session was built before moto started, so the S3A settings
-are applied at runtime, scoped to the test bucket (``pipelines.spark.configure_s3a``).
+are applied at runtime, scoped to the test bucket (``pipelines.platform.spark.configure_s3a``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import pytest
 from conftest import publish
 from deltalake import DeltaTable
 
-from pipelines import silver, tables
+from pipelines import silver
 from pipelines.bronze import run_bronze
 from pipelines.config import Settings
-from pipelines.generator import GeneratorSpec
-from pipelines.lake import KNOWN_TABLES, Lake
-from pipelines.spark import configure_s3a
+from pipelines.platform import tables
+from pipelines.platform.lake import KNOWN_TABLES, Lake
+from pipelines.platform.spark import configure_s3a
+from pipelines.synthetic.generator import GeneratorSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,7 +45,7 @@ def s3_settings(
     s3_client(s3_server).create_bucket(Bucket=bucket)
     for option, env_name in STORAGE_ENV.items():
         monkeypatch.setenv(env_name, s3_server[option])
-    # a lake on an object store never uses the public development key (pipelines.pii.hmac_key)
+    # a lake on an object store never uses the public development key (pipelines.silver.pii.hmac_key)
     monkeypatch.setenv(isolated_settings.pii.hmac_key_env, "s3-test-key")
     lake = isolated_settings.lake.model_copy(
         update={"root": f"s3://{bucket}/lake", "checkpoint_root": None, "storage_options_env": STORAGE_ENV}

@@ -22,8 +22,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from pipelines.config import load_settings
-from pipelines.generator import GeneratorSpec, generate
-from pipelines.schemas import (
+from pipelines.contracts.schemas import (
     _PENDING,
     DRAFT_2020_12,
     CompatibilityIssue,
@@ -37,6 +36,7 @@ from pipelines.schemas import (
     check_compatibility,
     check_schema_pair,
 )
+from pipelines.synthetic.generator import GeneratorSpec, generate
 
 DRAFT = DRAFT_2020_12
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "conf" / "schemas"

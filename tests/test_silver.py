@@ -1,6 +1,6 @@
 """silver.events from a hand-written bronze fixture: dedup, upcast, PII, stitching, sessions, enrichment, late data.
 
-Bronze is written directly with a Spark Delta write (pipelines.synthetic_bronze); expected values are spelled
+Bronze is written directly with a Spark Delta write (pipelines.synthetic.bronze); expected values are spelled
 out by hand or computed here with plain Python (hmac, ipaddress), never with the code under test.
 """
 
@@ -18,10 +18,9 @@ import pytest
 
 from pipelines import silver
 from pipelines.config import Settings, load_settings
-from pipelines.dimensions import parse_user_agent
-from pipelines.generator import _USER_AGENTS
-from pipelines.lake import Lake
-from pipelines.pii import (
+from pipelines.platform.lake import Lake
+from pipelines.silver.dimensions import parse_user_agent
+from pipelines.silver.pii import (
     DEV_HMAC_KEY,
     USER_AGENT_NAMESPACE,
     PiiConfigError,
@@ -30,7 +29,8 @@ from pipelines.pii import (
     pseudonym,
     truncate_ip,
 )
-from pipelines.synthetic_bronze import bronze_row, bronze_table, write_bronze
+from pipelines.synthetic.bronze import bronze_row, bronze_table, write_bronze
+from pipelines.synthetic.generator import _USER_AGENTS
 
 pytestmark = pytest.mark.integration
 
@@ -352,7 +352,7 @@ def test_generator_user_agents_parse_to_its_device_labels() -> None:
 def test_country_of_a_locale_in_spark_equals_python(spark) -> None:
     from pyspark.sql import functions as F
 
-    from pipelines.dimensions import _country, country_of
+    from pipelines.silver.dimensions import _country, country_of
 
     locales = ["en-US", "en_GB", "de", "pt-br", "zh-Hant-TW", "es-419", "x", "", None, "en-U1", "fr-FRA"]
     frame = spark.createDataFrame([(locale,) for locale in locales], "locale string")
@@ -404,7 +404,7 @@ def test_silver_drops_and_counts_unclassified_properties(spark, tmp_path: Path) 
 def test_pii_default_deny(tmp_path: Path) -> None:
     """A field no rule classifies is dropped by silver and named by `schemas check`; the shipped rules classify
     every field of every shipped schema."""
-    from pipelines.schemas import SchemaRegistry
+    from pipelines.contracts.schemas import SchemaRegistry
 
     settings = lake_settings(tmp_path)
     registry = SchemaRegistry.load(settings.schemas_dir)
@@ -483,8 +483,8 @@ def test_a_signup_restitches_the_visitors_earlier_days(spark, tmp_path: Path) ->
 def test_dimension_tables_reload_per_tenant_and_insert_only_new_agents(spark, tmp_path: Path) -> None:
     from deltalake import DeltaTable
 
-    from pipelines import tables
-    from pipelines.dimensions import devices_path, load_users, refresh_devices, users_path
+    from pipelines.platform import tables
+    from pipelines.silver.dimensions import devices_path, load_users, refresh_devices, users_path
 
     settings = lake_settings(tmp_path)
     key = hmac_key(settings)
@@ -519,10 +519,10 @@ def test_unknown_tenants_fail_with_the_known_ones(
     the data holds; nothing is silently built for nobody."""
     from conftest import write_config
 
-    from pipelines import tables
-    from pipelines.batch import BatchJobError
     from pipelines.cli import main
-    from pipelines.dimensions import load_users
+    from pipelines.platform import tables
+    from pipelines.platform.batch import BatchJobError
+    from pipelines.silver.dimensions import load_users
 
     settings, _, _ = built
     version = tables.table_version(spark, silver.events_path(settings))

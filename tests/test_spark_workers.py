@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from pipelines.spark_workers import add_bytecode, has_current_bytecode, spark_archives
+from pipelines.platform.spark_workers import add_bytecode, has_current_bytecode, spark_archives
 
 # Imports modules from an archive in a fresh interpreter and reports how many sources zipimport compiled.
 PROBE = """
@@ -111,7 +111,7 @@ def test_stale_bytecode_in_an_archive_never_runs(tmp_path) -> None:
 
 
 def test_installed_spark_worker_archives_carry_bytecode() -> None:
-    """``./dev install`` ran ``python -m pipelines.spark_workers``: Spark's workers import pyspark precompiled."""
+    """``./dev install`` precompiled pyspark for Spark's workers (``python -m pipelines.platform.spark_workers``)."""
     archives = spark_archives()
     assert [a.name for a in archives if a.name.startswith("pyspark")] == ["pyspark.zip"]
     assert all(has_current_bytecode(archive) for archive in archives)

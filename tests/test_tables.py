@@ -1,4 +1,4 @@
-"""Driver-side table utilities (pipelines.tables) over delta-spark, on tables in tmp_path.
+"""Driver-side table utilities (pipelines.platform.tables) over delta-spark, on tables in tmp_path.
 
 Results are checked with delta-rs as well: every table the platform writes must stay readable by it.
 """
@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from pipelines import tables
+from pipelines.platform import tables
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import Settings
-from pipelines.lake import Lake
+from pipelines.platform.lake import Lake
 from pipelines.quality.gate import GateFailed, GateResult, validate
 from pipelines.quality.results import RESULTS_COLUMNS, RESULTS_SCHEMA, write_results
 from pipelines.quality.suites import SuiteError, load_suite
@@ -69,8 +69,8 @@ class JobGates:
     def params(self) -> dict[str, Any]:
         """What the shipped suites refer to as ``${...}``: registered types, tenants, limits from the config."""
         if self._params is None:
-            from pipelines.batch import known_tenants
-            from pipelines.schemas import SchemaRegistry
+            from pipelines.contracts.schemas import SchemaRegistry
+            from pipelines.platform.batch import known_tenants
 
             tenants = self.settings.quality.tenants or known_tenants(self.settings, Lake(self.settings).bronze_events)
             self._params = {

@@ -10,7 +10,7 @@ process for its Python source, and Python data sources start more for planning.
 while it matches the source's hash and compiles the source otherwise, so a stale or foreign ``.pyc`` can
 never run. The new archive replaces the old one atomically (a new file, so hard links into a package
 cache are left alone). ``./dev install`` runs this; on a cluster, run it once per node after installing
-Spark: ``python -m pipelines.spark_workers [--spark-home DIR]``.
+Spark: ``python -m pipelines.platform.spark_workers [--spark-home DIR]``.
 """
 
 from __future__ import annotations

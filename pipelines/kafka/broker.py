@@ -1,7 +1,7 @@
 """The embedded broker: a real Apache Kafka 4.4 broker (KRaft, one node) run from jars with ``java``.
 
 Only used when the profile says ``kafka.bootstrap_servers: embedded``; any other value is an
-external cluster and nothing is started. The jars come from ``pipelines.jars`` (group ``kafka``).
+external cluster and nothing is started. The jars come from ``pipelines.platform.jars`` (group ``kafka``).
 
 Everything lives in ``embedded_broker.state_dir`` (default ``.lakehouse/broker``):
 
@@ -49,7 +49,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipelines.config import Settings
-from pipelines.processes import cmdline, free_ports, pid_alive, reap
+from pipelines.platform.processes import cmdline, free_ports, pid_alive, reap
 
 STATE_FILE = "broker.json"
 LOCK_FILE = "broker.lock"
@@ -62,7 +62,7 @@ NODE_ID = 1
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 
-# server.properties keys that pipelines.broker owns: overriding them would break start/stop/restart
+# server.properties keys that pipelines.kafka.broker owns: overriding them would break start/stop/restart
 MANAGED_PROPERTIES = frozenset(
     {
         "process.roles",
@@ -310,7 +310,7 @@ class EmbeddedBroker:
         return java
 
     def _classpath(self) -> str:
-        from pipelines.jars import JarsError, classpath
+        from pipelines.platform.jars import JarsError, classpath
 
         try:
             return classpath("kafka")
@@ -333,7 +333,9 @@ class EmbeddedBroker:
     def _write_server_properties(self, port: int, controller_port: int) -> None:
         clash = sorted(MANAGED_PROPERTIES & set(self.server_properties))
         if clash:
-            raise BrokerError(f"embedded_broker.server_properties may not set {clash}: pipelines.broker manages them")
+            raise BrokerError(
+                f"embedded_broker.server_properties may not set {clash}: the embedded broker manages them"
+            )
         properties = {
             "process.roles": "broker,controller",
             "node.id": str(NODE_ID),
@@ -347,7 +349,7 @@ class EmbeddedBroker:
             **DEFAULT_PROPERTIES,
             **self.server_properties,
         }
-        lines = ["# written by pipelines.broker on every start: edit embedded_broker in conf/lakehouse.yaml instead"]
+        lines = ["# written on every start by the embedded broker: edit embedded_broker in conf/lakehouse.yaml instead"]
         lines += [f"{key}={_escape(value)}" for key, value in properties.items()]
         _write_atomic(self.properties_file, "\n".join(lines) + "\n")
 

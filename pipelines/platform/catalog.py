@@ -1,6 +1,6 @@
 """Table names in the metastore: ``bronze.events``, ``silver.events``, ``gold.revenue``, ``ops.*``.
 
-The lake is the source of truth: jobs read and write Delta tables by path (``pipelines.lake``), and the
+The lake is the source of truth: jobs read and write Delta tables by path (``pipelines.platform.lake``), and the
 catalog maps ``<layer>.<name>`` to that path as an external table, so ``spark.table("gold.revenue")`` and
 ``SELECT ... FROM gold.revenue VERSION AS OF 3`` work in any fresh session and dropping a name never
 deletes data. Registration is idempotent: a name that points elsewhere (another lake root) is
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from pipelines.config import Settings
-from pipelines.lake import LAYERS, Lake
+from pipelines.platform.lake import LAYERS, Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -88,7 +88,7 @@ def lake_tables(settings: Settings) -> list[tuple[str, str, str]]:
     if "://" in lake.root and not lake.root.startswith("file://"):
         from deltalake import DeltaTable
 
-        from pipelines.lake import KNOWN_TABLES
+        from pipelines.platform.lake import KNOWN_TABLES
 
         for layer, name in KNOWN_TABLES:
             path = lake.table(layer, name)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyspark
 
-from pipelines.processes import free_port
+from pipelines.platform.processes import free_port
 
 
 class ClusterError(RuntimeError):

@@ -4,11 +4,11 @@ Three groups, each declared by a small pom in ``infra/maven/`` (the only place v
 
 * ``spark``     - Delta (``delta-spark_4.2_2.13``), Spark's Kafka source (``spark-sql-kafka-0-10``),
                   S3A (``hadoop-aws`` + the AWS SDK bundle) and the metastore's JDBC client; loaded by
-                  every SparkSession (``pipelines.spark``) and shipped to executors;
-* ``kafka``     - the embedded Apache Kafka broker (KRaft), run with ``java`` (``pipelines.broker``);
-* ``metastore`` - the Derby network server holding the local Hive metastore (``pipelines.metastore``).
+                  every SparkSession (``pipelines.platform.spark``) and shipped to executors;
+* ``kafka``     - the embedded Apache Kafka broker (KRaft), run with ``java`` (``pipelines.kafka.broker``);
+* ``metastore`` - the Derby network server holding the local Hive metastore (``pipelines.platform.metastore``).
 
-``python -m pipelines.jars`` (run by ``./dev install``) calls Maven's ``dependency:copy-dependencies``
+``python -m pipelines.platform.jars`` (run by ``./dev install``) calls Maven's ``dependency:copy-dependencies``
 with strict checksums, drops every jar pyspark already ships (same artifact, any version: two copies of a
 class on one classpath is how Spark breaks in odd ways), and writes a manifest. A later install whose pom
 and files match the manifest makes no Maven call at all. Users without Maven access set
@@ -193,7 +193,7 @@ def resolve(name: str, *, verbose: bool = False) -> tuple[Path, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.jars", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.platform.jars", description=__doc__.split("\n\n")[0])
     parser.add_argument("groups", nargs="*", help=f"groups to resolve: {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show Maven's output")
     args = parser.parse_args(argv)

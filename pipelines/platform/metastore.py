@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.config import Settings
-from pipelines.processes import free_port, pid_alive, reap
+from pipelines.platform.processes import free_port, pid_alive, reap
 
 STATE_FILE = "metastore.json"
 DATABASE = "metastore_db"
@@ -75,7 +75,7 @@ class EmbeddedMetastore:
         existing = self.running()
         if existing:
             return existing
-        from pipelines.jars import classpath
+        from pipelines.platform.jars import classpath
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()

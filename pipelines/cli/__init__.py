@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipelines.broker import BrokerError, EmbeddedBroker, ensure_topics, resolve_bootstrap_servers
 from pipelines.config import ConfigError, Settings, load_settings
-from pipelines.jars import JarsError
-from pipelines.metastore import MetastoreError
+from pipelines.kafka.broker import BrokerError, EmbeddedBroker, ensure_topics, resolve_bootstrap_servers
+from pipelines.platform.jars import JarsError
+from pipelines.platform.metastore import MetastoreError
 from pipelines.quality.gate import GateFailed
 
 console = Console(stderr=False)
@@ -75,7 +75,7 @@ def cmd_broker_status(args: argparse.Namespace) -> int:
 
 
 def cmd_metastore_start(args: argparse.Namespace) -> int:
-    from pipelines.metastore import EmbeddedMetastore
+    from pipelines.platform.metastore import EmbeddedMetastore
 
     settings = _settings(args)
     if settings.catalog.metastore != "embedded":
@@ -89,7 +89,7 @@ def cmd_metastore_start(args: argparse.Namespace) -> int:
 
 
 def cmd_metastore_stop(args: argparse.Namespace) -> int:
-    from pipelines.metastore import EmbeddedMetastore
+    from pipelines.platform.metastore import EmbeddedMetastore
 
     stopped = EmbeddedMetastore.from_settings(_settings(args)).stop()
     console.print("metastore database stopped" if stopped else "no metastore database was running")
@@ -97,7 +97,7 @@ def cmd_metastore_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_metastore_status(args: argparse.Namespace) -> int:
-    from pipelines.metastore import EmbeddedMetastore
+    from pipelines.platform.metastore import EmbeddedMetastore
 
     settings = _settings(args)
     if settings.catalog.metastore != "embedded":
@@ -113,7 +113,7 @@ def cmd_metastore_status(args: argparse.Namespace) -> int:
 
 def cmd_catalog_sync(args: argparse.Namespace) -> int:
     """Name every Delta table of the lake in the catalog (a fresh or moved metastore)."""
-    from pipelines.catalog import lake_tables, sync
+    from pipelines.platform.catalog import lake_tables, sync
 
     settings = _settings(args)
     changed = sync(_batch_spark(settings, "catalog"), settings)
@@ -138,8 +138,8 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas_check(args: argparse.Namespace) -> int:
-    from pipelines.pii import load_pii_rules
-    from pipelines.schemas import SchemaRegistry, check_compatibility
+    from pipelines.contracts.schemas import SchemaRegistry, check_compatibility
+    from pipelines.silver.pii import load_pii_rules
 
     settings = _settings(args)
     registry = SchemaRegistry.load(settings.schemas_dir)
@@ -166,7 +166,7 @@ def cmd_schemas_check(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas_validate(args: argparse.Namespace) -> int:
-    from pipelines.schemas import SchemaRegistry
+    from pipelines.contracts.schemas import SchemaRegistry
 
     registry = SchemaRegistry.load(_settings(args).schemas_dir)
     failures = 0
@@ -184,7 +184,7 @@ def cmd_schemas_validate(args: argparse.Namespace) -> int:
 
 
 def _spec_from_args(args: argparse.Namespace):
-    from pipelines.generator import GeneratorSpec
+    from pipelines.synthetic.generator import GeneratorSpec
 
     return GeneratorSpec(
         seed=args.seed,
@@ -213,8 +213,8 @@ def _progress() -> Progress:
 def publish_generated(settings: Settings, bootstrap: str, args: argparse.Namespace):
     """Generate the stream and publish it as-is (malformed messages included: they simulate
     misbehaving producers, so they bypass the library's validation on purpose)."""
-    from pipelines.generator import generate
-    from pipelines.producer import EventProducer
+    from pipelines.kafka.producer import EventProducer
+    from pipelines.synthetic.generator import generate
 
     messages, truth = generate(_spec_from_args(args), settings.kafka.topic_for_event_type)
     started = time.monotonic()
@@ -251,7 +251,7 @@ def _print_counts(stats, elapsed: float) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.out:
-        from pipelines.generator import generate
+        from pipelines.synthetic.generator import generate
 
         messages, truth = generate(_spec_from_args(args), settings.kafka.topic_for_event_type)
         with open(args.out, "wb") as out:
@@ -302,7 +302,7 @@ def _run_chain(settings: Settings, bootstrap: str, args: argparse.Namespace) -> 
     """bronze catch-up -> silver build + gates -> gold build + gates -> summary, in one SparkSession."""
     from pipelines import gold, silver
     from pipelines.bronze import run_bronze
-    from pipelines.spark import build_spark
+    from pipelines.platform.spark import build_spark
 
     spark = build_spark(settings, app_name=f"{settings.spark.app_name}-run")
     try:
@@ -363,7 +363,7 @@ def _run_bronze_then_stop_spark(settings: Settings, bootstrap: str, once: bool) 
     """Run the bronze query in its own SparkSession; returns its progress reports and the bronze counts after
     it. Spark is stopped before the interpreter exits, so its listener thread and the JVM are drained first."""
     from pipelines.bronze import run_bronze
-    from pipelines.spark import build_spark
+    from pipelines.platform.spark import build_spark
 
     spark = build_spark(settings, app_name=f"lakehouse-{settings.bronze.query_name}")
     try:
@@ -392,7 +392,7 @@ BronzeCounts = tuple[dict[tuple, int], dict[tuple, int]]
 def _bronze_counts(spark: SparkSession, settings: Settings) -> BronzeCounts:
     """Rows of bronze.events and bronze.quarantine per (tenant, event type)."""
     from pipelines.bronze import table_counts
-    from pipelines.lake import Lake
+    from pipelines.platform.lake import Lake
 
     lake = Lake(settings)
     columns = ["tenant_id", "event_type"]
@@ -446,8 +446,8 @@ def cmd_bronze_status(args: argparse.Namespace) -> int:
 
 def cmd_bronze_compact(args: argparse.Namespace) -> int:
     """Compact small files; safe while the stream appends (compaction only rewrites, never loses rows)."""
-    from pipelines.lake import Lake
-    from pipelines.tables import compact
+    from pipelines.platform.lake import Lake
+    from pipelines.platform.tables import compact
 
     settings = _settings(args)
     lake = Lake(settings)
@@ -463,8 +463,8 @@ def cmd_bronze_compact(args: argparse.Namespace) -> int:
 def cmd_bronze_vacuum(args: argparse.Namespace) -> int:
     """List (or, with --apply, delete) files no live version needs: removed by compaction past the table's
     retention, and never-committed leftovers of micro-batches that failed as a whole."""
-    from pipelines.lake import Lake
-    from pipelines.tables import vacuum
+    from pipelines.platform.lake import Lake
+    from pipelines.platform.tables import vacuum
 
     settings = _settings(args)
     lake = Lake(settings)
@@ -490,7 +490,7 @@ def _day(text: str) -> date:
 
 
 def _batch_spark(settings: Settings, job: str):
-    from pipelines.spark import build_spark
+    from pipelines.platform.spark import build_spark
 
     return build_spark(settings, app_name=f"{settings.spark.app_name}-{job}")
 
@@ -597,8 +597,8 @@ def _print_gates(summaries: list, docs_index: str | None) -> None:
 
 def cmd_quality_validate(args: argparse.Namespace) -> int:
     """Run a table's suite on its published rows for a date range: nothing is written but the results."""
-    from pipelines.batch import partition_predicate, read_table
-    from pipelines.lake import LAYERS, Lake
+    from pipelines.platform.batch import partition_predicate, read_table
+    from pipelines.platform.lake import LAYERS, Lake
     from pipelines.quality.audit import JobGates
 
     settings = _settings(args)
@@ -624,8 +624,8 @@ def cmd_quality_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_dimensions_load(args: argparse.Namespace) -> int:
-    from pipelines.dimensions import load_users, users_path
-    from pipelines.pii import hmac_key
+    from pipelines.silver.dimensions import load_users, users_path
+    from pipelines.silver.pii import hmac_key
 
     settings = _settings(args)
     key = hmac_key(settings)
@@ -648,8 +648,8 @@ def _say_tenants_without_events(tenants: list[str]) -> None:
 
 
 def cmd_dimensions_sample_users(args: argparse.Namespace) -> int:
-    from pipelines.dimensions import sample_users, write_users_file
-    from pipelines.generator import generate
+    from pipelines.silver.dimensions import sample_users, write_users_file
+    from pipelines.synthetic.generator import generate
 
     settings = _settings(args)
     messages, _ = generate(_spec_from_args(args), settings.kafka.topic_for_event_type)

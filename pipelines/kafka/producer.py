@@ -18,8 +18,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from pipelines.config import Settings
-from pipelines.events import encode_event, message_headers, message_key
-from pipelines.schemas import SchemaRegistry, Violation
+from pipelines.contracts.events import encode_event, message_headers, message_key
+from pipelines.contracts.schemas import SchemaRegistry, Violation
 
 HEADER_ERROR = "dlq_error"
 HEADER_INTENDED_TOPIC = "dlq_intended_topic"

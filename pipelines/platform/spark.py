@@ -2,13 +2,13 @@
 
 Every session gets:
 
-* the pinned jars (``pipelines.jars``: Delta, Spark's Kafka source, S3A, the metastore client), also
+* the pinned jars (``pipelines.platform.jars``: Delta, Spark's Kafka source, S3A, the metastore client), also
   shipped to executors on a cluster;
 * Delta's SQL extensions and catalog (``MERGE``, ``OPTIMIZE``, ``VACUUM``, ``DESCRIBE HISTORY``,
   ``VERSION AS OF``), with table defaults that keep every table readable by delta-rs, DuckDB and
   Polars (no deletion vectors, no column mapping, classic checkpoints);
 * the catalog (``catalog.metastore``): the project's Derby network server by default (started on
-  demand, see ``pipelines.metastore``), an existing Hive metastore, or none;
+  demand, see ``pipelines.platform.metastore``), an existing Hive metastore, or none;
 * S3A for ``s3://`` lakes, with the same credentials delta-rs uses (``lake.storage_options_env``).
 """
 
@@ -114,8 +114,8 @@ def catalog_conf(settings: Settings) -> dict[str, str]:
     if settings.catalog.metastore.startswith("thrift://"):
         conf["spark.hadoop.hive.metastore.uris"] = settings.catalog.metastore
         return conf
-    from pipelines.jars import jar_paths
-    from pipelines.metastore import EmbeddedMetastore
+    from pipelines.platform.jars import jar_paths
+    from pipelines.platform.metastore import EmbeddedMetastore
 
     metastore = EmbeddedMetastore.from_settings(settings)
     handle = metastore.running()
@@ -140,7 +140,7 @@ def catalog_conf(settings: Settings) -> dict[str, str]:
 
 def spark_conf(settings: Settings, extra_conf: Mapping[str, str] | None = None) -> dict[str, str]:
     """Every setting the session is built with: jars, Delta, catalog, S3A, then the profile's own."""
-    from pipelines.jars import jar_paths
+    from pipelines.platform.jars import jar_paths
 
     local = settings.spark.master.startswith("local")
     return {

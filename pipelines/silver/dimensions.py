@@ -37,15 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipelines.batch import check_tenants, known_tenants, read_table, register_table, sql_in, table_exists
 from pipelines.config import Settings
-from pipelines.lake import Lake
-from pipelines.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
+from pipelines.platform.batch import check_tenants, known_tenants, read_table, register_table, sql_in, table_exists
+from pipelines.platform.lake import Lake
+from pipelines.silver.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from pipelines.generator import GeneratedMessage
+    from pipelines.synthetic.generator import GeneratedMessage
 
 USERS_TABLE = "dim_users"
 DEVICES_TABLE = "dim_devices"
@@ -370,7 +370,7 @@ def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFr
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from pipelines import tables
+    from pipelines.platform import tables
 
     path = devices_path(settings)
     pseudonymizer = SparkPseudonymizer(spark, key)

@@ -35,15 +35,15 @@ import pyarrow as pa
 from pyspark.sql.streaming import StreamingQueryListener
 
 from pipelines.config import Settings
-from pipelines.events import HEADER_TRACE_ID
-from pipelines.lake import (
+from pipelines.contracts.events import HEADER_TRACE_ID
+from pipelines.contracts.schemas import SchemaRegistry, Violation
+from pipelines.platform.lake import (
     BRONZE_EVENTS_PARTITIONS,
     BRONZE_EVENTS_SCHEMA,
     BRONZE_QUARANTINE_PARTITIONS,
     BRONZE_QUARANTINE_SCHEMA,
     Lake,
 )
-from pipelines.schemas import SchemaRegistry, Violation
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -269,7 +269,7 @@ def _append_quarantine(columns: dict[str, list[Any]], **row: Any) -> None:
 
 def ensure_tables(spark: SparkSession, settings: Settings) -> None:
     """Create the bronze and ops tables on first run and name them in the catalog (no-op afterwards)."""
-    from pipelines.catalog import ensure_table
+    from pipelines.platform.catalog import ensure_table
 
     for (layer, name), schema, partitions in (
         (("bronze", "events"), BRONZE_EVENTS_SCHEMA, BRONZE_EVENTS_PARTITIONS),
@@ -353,9 +353,9 @@ def kafka_options(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
     """Spark Kafka source options for every configured domain topic, from the earliest offset.
 
     Security settings in the profile use librdkafka's names (the producer is confluent-kafka); the JVM
-    client gets the equivalent Java settings (``pipelines.kafka_security.java_client_settings``).
+    client gets the equivalent Java settings (``pipelines.kafka.security.java_client_settings``).
     """
-    from pipelines.kafka_security import java_client_settings
+    from pipelines.kafka.security import java_client_settings
 
     options = {
         "kafka.bootstrap.servers": bootstrap_servers,
@@ -543,7 +543,7 @@ def freshness(spark: SparkSession, settings: Settings) -> list[dict[str, Any]]:
     """
     from pyspark.sql import functions as F
 
-    from pipelines.batch import table_exists
+    from pipelines.platform.batch import table_exists
 
     lake = Lake(settings)
     if not table_exists(settings, lake.bronze_progress):
@@ -576,7 +576,7 @@ def freshness(spark: SparkSession, settings: Settings) -> list[dict[str, Any]]:
 
 def table_counts(spark: SparkSession, settings: Settings, path: str, columns: list[str]) -> dict[tuple, int]:
     """Row counts grouped by ``columns`` (aggregated by Spark): for summaries and reconciliation."""
-    from pipelines.batch import table_exists
+    from pipelines.platform.batch import table_exists
 
     if not table_exists(settings, path):
         return {}

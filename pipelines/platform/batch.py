@@ -4,7 +4,7 @@ atomic partition replacement, catalog names and partition listing.
 Every job reads only the partitions it needs (a filter on partition columns prunes files from the Delta
 log; data skipping uses the files' column statistics) and replaces exactly the partitions it owns in ONE
 Delta commit (``replaceWhere``), so a run can be repeated or replayed and a reader never sees half of it.
-Every table a job writes is then named in the catalog (``<layer>.<name>``, ``pipelines.catalog``).
+Every table a job writes is then named in the catalog (``<layer>.<name>``, ``pipelines.platform.catalog``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from pipelines.config import Settings
-from pipelines.lake import LAYERS, Lake
+from pipelines.platform.lake import LAYERS, Lake
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -107,7 +107,7 @@ def register_table(spark: SparkSession, settings: Settings, path: str) -> bool:
 
     Paths outside the lake's ``<layer>/<name>`` layout stay unnamed (read them by path).
     """
-    from pipelines.catalog import register
+    from pipelines.platform.catalog import register
 
     name = catalog_name(settings, path)
     return False if name is None else register(spark, settings, name[0], name[1], path)

@@ -1,7 +1,7 @@
 """Bronze rows straight from events, without Kafka: fixtures for the batch layers' tests and benchmarks.
 
 The streaming bronze job is the real producer of ``bronze.events``; silver and gold only depend on the
-table contract (:data:`pipelines.lake.BRONZE_EVENTS_SCHEMA`), so their tests write that contract directly
+table contract (:data:`pipelines.platform.lake.BRONZE_EVENTS_SCHEMA`), so their tests write that contract directly
 with a Spark Delta write. Values follow bronze's rules: ``properties``/``context`` are compact JSON with
 sorted keys, ``event_date`` is the UTC date of ``occurred_at``.
 """
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipelines.generator import GeneratedMessage
-from pipelines.lake import BRONZE_EVENTS_PARTITIONS, BRONZE_EVENTS_SCHEMA
+from pipelines.platform.lake import BRONZE_EVENTS_PARTITIONS, BRONZE_EVENTS_SCHEMA
+from pipelines.synthetic.generator import GeneratedMessage
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -28,7 +28,7 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
-from pipelines.events import encode_event, message_headers, message_key
+from pipelines.contracts.events import encode_event, message_headers, message_key
 
 EVENT_TYPES = (
     "page_view",

@@ -29,7 +29,7 @@ Identity stitching
     up in [D1, D2], so yesterday's
     browsing moves to the new user on the day of the signup; older anonymous history follows on the next
     replay of its days. Identity = user_id, else the stitched user_id, else the anonymous_id;
-    ``user_key`` is its keyed pseudonym (see pipelines.pii), ``is_identified`` says it is a user id.
+    ``user_key`` is its keyed pseudonym (see pipelines.silver.pii), ``is_identified`` says it is a user id.
 
 Sessionization (``silver.session_timeout_minutes``, default 30)
     A user's events split into activity blocks wherever the gap to the previous event exceeds the timeout.
@@ -40,7 +40,7 @@ Sessionization (``silver.session_timeout_minutes``, default 30)
     (``system_alert``) belong to hosts, not people: no session.
 
 Enrichment
-    users dimension (pipelines.dimensions) on (tenant_id, user_key): user_signup_date, user_plan,
+    users dimension (pipelines.silver.dimensions) on (tenant_id, user_key): user_signup_date, user_plan,
     user_country, user_cohort_week; device dimension on the user agent: device_class (falls back to
     ``context.device`` when there is no user agent, e.g. ``server``), os_family, browser_family. Unmatched
     rows keep null enrichment and are counted in the run summary.
@@ -60,7 +60,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from pipelines.batch import (
+from pipelines.config import Settings
+from pipelines.contracts.schemas import SchemaRegistry
+from pipelines.platform.batch import (
     BatchJobError,
     check_tenants,
     days_between,
@@ -70,8 +72,8 @@ from pipelines.batch import (
     replace_partitions,
     table_exists,
 )
-from pipelines.config import Settings
-from pipelines.dimensions import (
+from pipelines.platform.lake import Lake
+from pipelines.silver.dimensions import (
     identity_map,
     load_users,
     read_devices,
@@ -79,8 +81,7 @@ from pipelines.dimensions import (
     refresh_devices,
     signup_events,
 )
-from pipelines.lake import Lake
-from pipelines.pii import (
+from pipelines.silver.pii import (
     USER_AGENT_NAMESPACE,
     PiiRules,
     SparkPseudonymizer,
@@ -88,7 +89,6 @@ from pipelines.pii import (
     load_pii_rules,
     truncate_ip_column,
 )
-from pipelines.schemas import SchemaRegistry
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -263,7 +263,7 @@ def restitch_days(
 ) -> list[date]:
     """Days before ``first`` (within the lookback) with anonymous events of visitors who signed up in [first, last].
 
-    ``identities``: the identity map (:func:`pipelines.dimensions.identity_map`)."""
+    ``identities``: the identity map (:func:`pipelines.silver.dimensions.identity_map`)."""
     from pyspark.sql import functions as F
 
     lookback = settings.gold.late_lookback_days

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipelines.config import Settings
-from pipelines.schemas import ENVELOPE_FILE, SchemaRegistry
+from pipelines.contracts.schemas import ENVELOPE_FILE, SchemaRegistry
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

@@ -1,7 +1,7 @@
 """Driver-side Delta table chores over delta-spark: idempotent creation, properties, small upserts,
 compaction, vacuum and history.
 
-Every function takes the job's SparkSession (Delta extensions on, see ``pipelines.spark``) and a table
+Every function takes the job's SparkSession (Delta extensions on, see ``pipelines.platform.spark``) and a table
 path; storage credentials come from the session (S3A), so a path is the same string everywhere. Jobs
 write their data with ``df.write.format("delta")``; these helpers cover the table work around it.
 Checkpoints need no helper: Delta writes one every ``delta.checkpointInterval`` commits (10 by default).

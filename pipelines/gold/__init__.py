@@ -51,7 +51,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipelines.batch import (
+from pipelines.config import Settings
+from pipelines.contracts.schemas import SchemaRegistry
+from pipelines.platform.batch import (
     BatchJobError,
     check_tenants,
     days_between,
@@ -61,9 +63,7 @@ from pipelines.batch import (
     replace_partitions,
     table_exists,
 )
-from pipelines.config import Settings
-from pipelines.lake import Lake
-from pipelines.schemas import SchemaRegistry
+from pipelines.platform.lake import Lake
 from pipelines.silver import MACHINE_EVENT_TYPES, events_path
 
 if TYPE_CHECKING:

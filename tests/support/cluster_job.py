@@ -16,8 +16,8 @@ from deltalake import DeltaTable
 from pipelines import silver
 from pipelines.bronze import run_bronze
 from pipelines.config import load_settings
-from pipelines.lake import Lake
-from pipelines.spark import build_spark
+from pipelines.platform.lake import Lake
+from pipelines.platform.spark import build_spark
 
 
 def _pid_and_cwd(batches):
