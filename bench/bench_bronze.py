@@ -228,7 +228,7 @@ def run(
     max_offsets: int | None = None,
 ) -> dict[str, Any]:
     from pipelines.bronze import ensure_tables, start_bronze
-    from pipelines.kafka.broker import ensure_topics
+    from pipelines.kafka.topics import ensure_topics
 
     phases = _Phases()
     work = Path(tempfile.mkdtemp(prefix="bench-bronze-"))

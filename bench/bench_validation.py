@@ -21,7 +21,8 @@ from typing import Any
 
 from bench.common import machine
 from pipelines.config import load_settings
-from pipelines.contracts.schemas import SchemaRegistry, _reject_constant
+from pipelines.contracts.registry import SchemaRegistry
+from pipelines.contracts.validation import _reject_constant
 from pipelines.synthetic.generator import GeneratorSpec, generate
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "conf" / "schemas"

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "conf" / "lakehouse.yaml"
+CONFIG_FILE = Path("conf") / "lakehouse.yaml"  # relative to the project directory
+HOME_ENV = "LAKEHOUSE_HOME"
 EMBEDDED = "embedded"
 ENV_PREFIX = "LAKEHOUSE__"
 
@@ -189,6 +190,7 @@ class Settings(_Strict):
 
     profile: str
     source: str
+    home: str  # the project directory: relative paths in the file are relative to it
     lake: LakeConfig
     kafka: KafkaConfig
     producer: ProducerConfig = ProducerConfig()
@@ -203,10 +205,10 @@ class Settings(_Strict):
     quality: QualityConfig = QualityConfig()
 
     def resolve_path(self, path: str) -> str:
-        """Relative local paths are relative to the project root, so commands work from any cwd."""
+        """Relative local paths are relative to the project directory, so commands work from any cwd."""
         if "://" in path or os.path.isabs(path):
             return path
-        return str(PROJECT_ROOT / path)
+        return str(Path(self.home) / path)
 
     @property
     def lake_root(self) -> str:
@@ -276,6 +278,44 @@ def _format_errors(error: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
+def project_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The project directory (the one holding ``conf/lakehouse.yaml``): ``LAKEHOUSE_HOME``, else the working
+    directory or its nearest parent with that file. The package itself holds no project files, so an installed
+    ``pipelines`` serves any project, and commands work from the project's subfolders."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get(HOME_ENV)
+    if configured:
+        home = Path(configured).expanduser().resolve()
+        if not home.is_dir():
+            raise ConfigError(f"{HOME_ENV}={configured} is not a directory")
+        return home
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise ConfigError(
+        f"no lakehouse project here: neither {cwd} nor a parent holds {CONFIG_FILE}; "
+        f"run from a project directory or set {HOME_ENV}"
+    )
+
+
+def read_yaml_mapping(
+    path: str | os.PathLike[str], what: str, error: type[Exception], shape: str = "a mapping at the top level"
+) -> dict[str, Any]:
+    """Load a YAML file that must hold a mapping; errors (``error``) name the file, what it is and the expected
+    ``shape`` - one way for every config file: settings, funnels, PII rules, quality suites."""
+    source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(f"{what} not found: {source}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise error(f"{source}: expected {shape}")
+    return raw
+
+
 def load_settings(
     profile: str | None = None,
     path: str | os.PathLike[str] | None = None,
@@ -283,15 +323,13 @@ def load_settings(
 ) -> Settings:
     """Load, merge and validate one profile; raise ConfigError naming file, key and reason."""
     environ = dict(os.environ if environ is None else environ)
-    config_path = Path(path or environ.get("LAKEHOUSE_CONFIG") or DEFAULT_CONFIG_PATH)
-    try:
-        raw = yaml.safe_load(config_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file not found: {config_path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{config_path}: expected a mapping at the top level")
+    explicit = path or environ.get("LAKEHOUSE_CONFIG")
+    if explicit and not environ.get(HOME_ENV) and Path(explicit).resolve().parent.name == CONFIG_FILE.parent.name:
+        home = Path(explicit).resolve().parent.parent  # <project>/conf/<file>: that project
+    else:
+        home = project_home(environ)
+    config_path = Path(explicit) if explicit else home / CONFIG_FILE
+    raw = read_yaml_mapping(config_path, "configuration file", ConfigError)
     unknown = set(raw) - {"default_profile", "base", "profiles"}
     if unknown:
         raise ConfigError(
@@ -307,6 +345,7 @@ def load_settings(
     merged = _deep_merge(merged, _env_overrides(environ))
     merged["profile"] = chosen
     merged["source"] = str(config_path)
+    merged["home"] = str(home)
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:

@@ -14,6 +14,9 @@ from pipelines.kafka.broker import BrokerHandle, EmbeddedBroker
 from pipelines.platform.metastore import EmbeddedMetastore, MetastoreHandle
 from pipelines.synthetic.generator import GeneratorSpec, Truth
 
+# The checkout is the project directory of every test and of the commands tests start, whatever their cwd.
+os.environ.setdefault("LAKEHOUSE_HOME", str(Path(__file__).resolve().parents[1]))
+
 
 @pytest.fixture(scope="session")
 def tmp_session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -52,7 +55,7 @@ def settings(broker: BrokerHandle, metastore: MetastoreHandle, tmp_session_dir: 
 @pytest.fixture
 def isolated_settings(settings: Settings, broker: BrokerHandle, tmp_path: Path) -> Settings:
     """Fresh topics (created on the shared broker) and a fresh lake per test, so counts are exact."""
-    from pipelines.kafka.broker import ensure_topics
+    from pipelines.kafka.topics import ensure_topics
 
     suffix = uuid.uuid4().hex[:8]
     kafka = settings.kafka.model_copy(

@@ -19,14 +19,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic, OffsetSpec
 
 from pipelines.config import load_settings
-from pipelines.kafka.broker import (
-    BrokerError,
-    BrokerHandle,
-    EmbeddedBroker,
-    ensure_topics,
-    resolve_bootstrap_servers,
-    wait_until_healthy,
-)
+from pipelines.kafka.broker import BrokerError, BrokerHandle, EmbeddedBroker, wait_until_healthy
+from pipelines.kafka.topics import ensure_topics, resolve_bootstrap_servers
 from pipelines.platform.processes import free_port
 
 pytestmark = pytest.mark.integration

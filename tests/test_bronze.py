@@ -23,7 +23,8 @@ import pytest
 from conftest import publish, write_config
 from deltalake import DeltaTable
 
-from pipelines.bronze import _json_or_none, freshness, lag_rows, run_bronze, start_bronze, table_counts
+from pipelines.bronze import freshness, lag_rows, run_bronze, start_bronze, table_counts
+from pipelines.bronze.parse import _json_or_none
 from pipelines.config import Settings
 from pipelines.contracts.events import encode_event, message_headers, message_key
 from pipelines.kafka.producer import EventProducer

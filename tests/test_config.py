@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from pipelines.config import CONFIG_FILE, ConfigError, load_settings, project_home
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -62,7 +62,7 @@ def test_env_overrides_keep_types() -> None:
 
 def test_relative_lake_root_is_relative_to_project() -> None:
     settings = load_settings("local", environ={})
-    assert Path(settings.lake_root) == DEFAULT_CONFIG_PATH.parent.parent / "lake"
+    assert Path(settings.lake_root) == project_home() / "lake"
 
 
 def test_unknown_key_names_file_profile_and_key(tmp_path: Path) -> None:
@@ -140,4 +140,4 @@ def test_secrets_come_from_environment_only() -> None:
             else:
                 os.environ[key] = value
     assert client["sasl.username"] == "svc" and client["sasl.password"] == "s3cret"
-    assert "s3cret" not in DEFAULT_CONFIG_PATH.read_text()
+    assert "s3cret" not in (project_home() / CONFIG_FILE).read_text()

@@ -19,8 +19,9 @@ import pytest
 
 from pipelines.config import load_settings
 from pipelines.contracts.events import message_key
-from pipelines.contracts.schemas import SchemaRegistry
-from pipelines.synthetic.generator import DEFECTS, EVENT_TYPES, GeneratedMessage, GeneratorSpec, Truth, generate
+from pipelines.contracts.registry import SchemaRegistry
+from pipelines.synthetic.generator import DEFECTS, GeneratedMessage, GeneratorSpec, Truth, generate
+from pipelines.synthetic.vocabulary import EVENT_TYPES
 
 HOUR_MS = 3_600_000
 SPEC = GeneratorSpec(

@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 from test_silver import D1, D5, fixture_rows, lake_settings, read_rows
 
 from pipelines import gold, silver
-from pipelines.config import PROJECT_ROOT, Settings
+from pipelines.config import Settings
 from pipelines.platform.lake import Lake
 from pipelines.replay import parse_layers, replay
 from pipelines.synthetic.bronze import bronze_table, write_bronze
@@ -131,7 +131,7 @@ def test_job_killed_before_commit_leaves_previous_version(spark, built: Settings
     }
     child = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "silver", "build", "--from", str(D1), "--to", str(D5)],
-        cwd=PROJECT_ROOT,
+        cwd=built.home,
         env=environ,
         start_new_session=True,  # driver, JVM and Python workers share one process group
         stdout=subprocess.DEVNULL,

@@ -20,7 +20,8 @@ from pipelines import silver
 from pipelines.bronze import run_bronze
 from pipelines.config import Settings
 from pipelines.platform import tables
-from pipelines.platform.lake import KNOWN_TABLES, Lake
+from pipelines.platform.lake import Lake
+from pipelines.platform.registry import TABLES
 from pipelines.platform.spark import configure_s3a
 from pipelines.synthetic.generator import GeneratorSpec
 
@@ -72,7 +73,7 @@ def s3_client(server: dict[str, str]):
 def _forget_catalog_names(spark, prefix: str) -> None:
     """Drop the catalog names this test pointed at the bucket (external tables: the data stays), so later
     processes sharing the test metastore never meet a location they hold no S3 settings for."""
-    for layer, name in KNOWN_TABLES:
+    for layer, name in ((spec.layer, spec.name) for spec in TABLES):
         qualified = f"{layer}.{name}"
         if not spark.catalog.tableExists(qualified):
             continue

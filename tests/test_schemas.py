@@ -22,20 +22,16 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from pipelines.config import load_settings
-from pipelines.contracts.schemas import (
+from pipelines.contracts.compatibility import CompatibilityIssue, check_compatibility, check_schema_pair
+from pipelines.contracts.registry import (
     _PENDING,
     DRAFT_2020_12,
-    CompatibilityIssue,
     SchemaRegistry,
     SchemaRegistryError,
     UnknownSchemaError,
     Violation,
-    _compile_fast,
-    _parse_json,
-    _plain_json,
-    check_compatibility,
-    check_schema_pair,
 )
+from pipelines.contracts.validation import _compile_fast, _parse_json, _plain_json
 from pipelines.synthetic.generator import GeneratorSpec, generate
 
 DRAFT = DRAFT_2020_12

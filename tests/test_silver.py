@@ -30,7 +30,7 @@ from pipelines.silver.pii import (
     truncate_ip,
 )
 from pipelines.synthetic.bronze import bronze_row, bronze_table, write_bronze
-from pipelines.synthetic.generator import _USER_AGENTS
+from pipelines.synthetic.vocabulary import _USER_AGENTS
 
 pytestmark = pytest.mark.integration
 
@@ -404,7 +404,7 @@ def test_silver_drops_and_counts_unclassified_properties(spark, tmp_path: Path) 
 def test_pii_default_deny(tmp_path: Path) -> None:
     """A field no rule classifies is dropped by silver and named by `schemas check`; the shipped rules classify
     every field of every shipped schema."""
-    from pipelines.contracts.schemas import SchemaRegistry
+    from pipelines.contracts.registry import SchemaRegistry
 
     settings = lake_settings(tmp_path)
     registry = SchemaRegistry.load(settings.schemas_dir)

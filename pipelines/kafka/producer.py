@@ -19,7 +19,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from pipelines.config import Settings
 from pipelines.contracts.events import encode_event, message_headers, message_key
-from pipelines.contracts.schemas import SchemaRegistry, Violation
+from pipelines.contracts.registry import SchemaRegistry, Violation
 
 HEADER_ERROR = "dlq_error"
 HEADER_INTENDED_TOPIC = "dlq_intended_topic"

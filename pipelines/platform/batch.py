@@ -14,7 +14,8 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from pipelines.config import Settings
-from pipelines.platform.lake import LAYERS, Lake
+from pipelines.platform.lake import Lake
+from pipelines.platform.registry import LAYERS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

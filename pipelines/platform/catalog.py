@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from pipelines.config import Settings
-from pipelines.platform.lake import LAYERS, Lake
+from pipelines.platform.lake import Lake
+from pipelines.platform.registry import LAYERS, TABLES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -88,9 +89,7 @@ def lake_tables(settings: Settings) -> list[tuple[str, str, str]]:
     if "://" in lake.root and not lake.root.startswith("file://"):
         from deltalake import DeltaTable
 
-        from pipelines.platform.lake import KNOWN_TABLES
-
-        for layer, name in KNOWN_TABLES:
+        for layer, name in ((spec.layer, spec.name) for spec in TABLES):
             path = lake.table(layer, name)
             if DeltaTable.is_deltatable(path, lake.storage_options or None):
                 found.append((layer, name, path))

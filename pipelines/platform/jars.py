@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.config import PROJECT_ROOT
+from pipelines.config import project_home
 
-POM_DIR = PROJECT_ROOT / "infra" / "maven"
-DEFAULT_JARS_DIR = PROJECT_ROOT / ".lakehouse" / "jars"
+POM_DIR = Path("infra") / "maven"  # in the project directory: the pinned coordinates
+JARS_DIR = Path(".lakehouse") / "jars"  # in the project directory, unless LAKEHOUSE_JARS_DIR names a folder
 JARS_DIR_ENV = "LAKEHOUSE_JARS_DIR"
 MANIFEST = "manifest.json"
 _VERSIONED = re.compile(r"^(?P<artifact>.+?)-(?P<version>\d[\w.\-]*)\.jar$")
@@ -86,7 +86,7 @@ GROUPS = {
 
 def jars_root() -> Path:
     configured = os.environ.get(JARS_DIR_ENV)
-    return Path(configured).expanduser().resolve() if configured else DEFAULT_JARS_DIR
+    return Path(configured).expanduser().resolve() if configured else project_home() / JARS_DIR
 
 
 def group_dir(name: str) -> Path:
@@ -150,7 +150,7 @@ def resolve(name: str, *, verbose: bool = False) -> tuple[Path, bool]:
     if os.environ.get(JARS_DIR_ENV):  # user-provided jars: check, never download
         jar_paths(name)
         return folder, False
-    pom = POM_DIR / group.pom
+    pom = project_home() / POM_DIR / group.pom
     pom_hash = hashlib.sha256(pom.read_bytes()).hexdigest()
     if _manifest_matches(folder, pom_hash):
         return folder, False

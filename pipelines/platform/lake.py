@@ -1,4 +1,4 @@
-"""Where every table lives, and the shape of the bronze tables every later layer reads.
+"""Where every table lives (the tables themselves are declared in ``pipelines.platform.registry``).
 
 All paths derive from the profile's ``lake.root`` (a local folder or an ``s3://`` URI), so the
 same code runs on a laptop and on a cluster. Layout::
@@ -13,79 +13,8 @@ same code runs on a laptop and on a cluster. Layout::
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from pipelines.config import Settings
-
-LAYERS = ("bronze", "silver", "gold", "ops")
-
-# Every table the platform writes, as (layer, name): the catalog registers exactly these.
-KNOWN_TABLES = (
-    ("bronze", "events"),
-    ("bronze", "quarantine"),
-    ("ops", "bronze_progress"),
-    ("ops", "bronze_lag"),
-    ("ops", "quality_results"),
-    ("silver", "events"),
-    ("silver", "quarantine"),
-    ("silver", "dim_users"),
-    ("silver", "dim_devices"),
-    ("gold", "daily_active_users"),
-    ("gold", "event_counts"),
-    ("gold", "sessions"),
-    ("gold", "funnels"),
-    ("gold", "revenue"),
-    ("gold", "event_rate_anomalies"),
-)
-
-# bronze.events: one row per message that passed validation, duplicates included (bronze equals
-# what Kafka delivered). `properties` and `context` are the JSON objects re-serialized compactly
-# with sorted keys (lossless for JSON values); `raw_value` keeps the exact bytes as received.
-BRONZE_EVENTS_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("version", pa.int32()),
-        ("occurred_at", pa.timestamp("us", tz="UTC")),
-        ("tenant_id", pa.string()),
-        ("user_id", pa.string()),
-        ("anonymous_id", pa.string()),
-        ("session_id", pa.string()),
-        ("properties", pa.string()),
-        ("context", pa.string()),
-        ("trace_id", pa.string()),
-        ("raw_value", pa.binary()),
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-        ("event_date", pa.date32()),
-    ]
-)
-BRONZE_EVENTS_PARTITIONS = ["tenant_id", "event_date", "event_type"]
-
-# bronze.quarantine: one row per message that could not be accepted, with every reason.
-# `errors` is a JSON list of {"path": ..., "message": ...}; event_type and tenant_id are best
-# effort (null when the message is not JSON or lacks them).
-BRONZE_QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("raw_key", pa.binary()),
-        ("raw_value", pa.binary()),
-        ("headers", pa.string()),
-        ("errors", pa.string()),
-        ("error_summary", pa.string()),
-        ("event_type", pa.string()),
-        ("tenant_id", pa.string()),
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-        ("ingest_date", pa.date32()),
-    ]
-)
-BRONZE_QUARANTINE_PARTITIONS = ["ingest_date"]
+from pipelines.platform.registry import LAYERS
 
 
 class Lake:

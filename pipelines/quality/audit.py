@@ -69,7 +69,7 @@ class JobGates:
     def params(self) -> dict[str, Any]:
         """What the shipped suites refer to as ``${...}``: registered types, tenants, limits from the config."""
         if self._params is None:
-            from pipelines.contracts.schemas import SchemaRegistry
+            from pipelines.contracts.registry import SchemaRegistry
             from pipelines.platform.batch import known_tenants
 
             tenants = self.settings.quality.tenants or known_tenants(self.settings, Lake(self.settings).bronze_events)

@@ -37,8 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
-
+from pipelines.config import read_yaml_mapping
 from pipelines.quality.predicates import QUARANTINE_TYPES
 
 ACTIONS = ("fail", "warn", "quarantine")
@@ -148,14 +147,7 @@ def load_suite(path: str | os.PathLike[str], params: Mapping[str, Any] | None = 
     """Parse, resolve and validate one suite file; every problem names the file, expectation index and key."""
     source = str(path)
     params = dict(params or {})
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise SuiteError(f"suite file not found: {source}") from None
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{source}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise SuiteError(f"{source}: expected a mapping with the keys table and expectations")
+    raw = read_yaml_mapping(path, "suite file", SuiteError, "a mapping with the keys table and expectations")
     unknown = sorted(set(raw) - set(SUITE_KEYS))
     if unknown:
         raise SuiteError(f"{source}: unknown top-level key(s) {unknown}; expected {', '.join(SUITE_KEYS)}")

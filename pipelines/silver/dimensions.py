@@ -40,6 +40,7 @@ import pyarrow as pa
 from pipelines.config import Settings
 from pipelines.platform.batch import check_tenants, known_tenants, read_table, register_table, sql_in, table_exists
 from pipelines.platform.lake import Lake
+from pipelines.platform.registry import table
 from pipelines.silver.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ def load_users(
         writer = (
             frame.write.format("delta")
             .mode("overwrite")
-            .partitionBy("tenant_id")
+            .partitionBy(*table("silver", USERS_TABLE).partitioned_by)
             .option("userMetadata", "dimensions load users")
         )
         if tenants is None:

@@ -26,13 +26,10 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from pipelines.config import Settings
-from pipelines.contracts.schemas import ENVELOPE_FILE, SchemaRegistry
+from pipelines.config import Settings, read_yaml_mapping
+from pipelines.contracts.registry import ENVELOPE_FILE, SchemaRegistry
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -116,13 +113,9 @@ class PiiRules:
 def load_pii_rules(path: str | os.PathLike[str]) -> PiiRules:
     """Parse and validate ``conf/pii.yaml``; every problem names the file and the key."""
     source = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise PiiConfigError(f"PII rules file not found: {source} (silver.pii_rules)") from None
-    except yaml.YAMLError as exc:
-        raise PiiConfigError(f"{source}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("fields"), dict):
+    shape = "a mapping with a 'fields' mapping (field -> action)"
+    raw = read_yaml_mapping(path, "PII rules file (silver.pii_rules)", PiiConfigError, shape)
+    if not isinstance(raw.get("fields"), dict):
         raise PiiConfigError(f"{source}: expected a mapping with a 'fields' mapping (field -> action)")
     unknown = set(raw) - {"fields", "ip_prefix"}
     if unknown:

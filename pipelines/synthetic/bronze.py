@@ -1,7 +1,7 @@
 """Bronze rows straight from events, without Kafka: fixtures for the batch layers' tests and benchmarks.
 
 The streaming bronze job is the real producer of ``bronze.events``; silver and gold only depend on the
-table contract (:data:`pipelines.platform.lake.BRONZE_EVENTS_SCHEMA`), so their tests write that contract directly
+table contract (:data:`pipelines.platform.registry.BRONZE_EVENTS_SCHEMA`), so their tests write that contract directly
 with a Spark Delta write. Values follow bronze's rules: ``properties``/``context`` are compact JSON with
 sorted keys, ``event_date`` is the UTC date of ``occurred_at``.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipelines.platform.lake import BRONZE_EVENTS_PARTITIONS, BRONZE_EVENTS_SCHEMA
+from pipelines.platform.registry import BRONZE_EVENTS_SCHEMA
 from pipelines.synthetic.generator import GeneratedMessage
 
 if TYPE_CHECKING:
@@ -99,4 +99,4 @@ def write_bronze(spark: SparkSession, path: str, table: pa.Table, mode: str = "a
     contract's: UTC timestamps, ``event_date`` date, ``version``/``partition`` int, ``raw_value`` binary.
     """
     frame = spark.createDataFrame(table.select(BRONZE_EVENTS_SCHEMA.names).cast(BRONZE_EVENTS_SCHEMA))
-    frame.write.format("delta").mode(mode).partitionBy(*BRONZE_EVENTS_PARTITIONS).save(path)
+    frame.write.format("delta").mode(mode).partitionBy(*table("bronze", "events").partitioned_by).save(path)

@@ -1,4 +1,4 @@
-"""Event contract: the schema registry, event validation and the backward-compatibility check.
+"""The schema registry: loads the event schemas and validates events against them.
 
 Layout of the schema directory (``conf/schemas`` by default)::
 
@@ -10,26 +10,18 @@ one JSON Schema (draft 2020-12) per (type, version). Validators are compiled laz
 (type, version), because validation runs per event inside Spark executors; the registry pickles
 to its raw schemas only, so Spark can ship it and each executor rebuilds its own validators.
 
-Two validators judge each event. The Python ``jsonschema`` library is the reference: it defines the
-contract and words every violation. It runs ~3k events/s, so a ``jsonschema_rs`` (Rust) validator
-answers first, and an event it accepts is valid without asking the reference. Everything else (an
-invalid event, or one the fast path cannot judge) goes to the reference, so results are the
-reference's exactly as long as the fast path never accepts what the reference rejects. It does not,
-by construction: it only judges plain JSON values (``jsonschema_rs`` reads a tuple as an array and a
-``Decimal`` as a number), only schemas whose keywords and regex syntax mean the same in both
-libraries, and its ``date-time`` format carries an extra guard because ``jsonschema_rs`` accepts
-strings the reference rejects (leap seconds, year 0000, non-digit years).
+The Python ``jsonschema`` library is the reference: it defines the contract and words every
+violation. A faster ``jsonschema_rs`` validator may accept an event first; why that never changes
+the verdict is explained in ``pipelines.contracts.validation``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -37,73 +29,15 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError
 
+from pipelines.contracts.validation import _compile_fast, _parse_json, _plain_json
+
 ENVELOPE_FILE = "envelope.json"
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _EVENT_TYPE_DIR = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.json$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_MESSAGE = 240
-# Keywords jsonschema_rs evaluates like the reference on plain JSON values, grouped by where subschemas
-# sit; a schema using any other keyword is validated by the reference alone. jsonschema_rs is stricter
-# on a few values (see _FAST_PATTERN), which is safe only where a stricter subschema cannot make the
-# whole schema looser: hence no "not" and no "oneOf".
-_FAST_ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "default", "examples"})
-_FAST_ASSERTIONS = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "required",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "minLength",
-        "maxLength",
-        "minItems",
-        "maxItems",
-    }
-)
-_FAST_SUBSCHEMA = frozenset({"additionalProperties", "items"})
-_FAST_SUBSCHEMA_LISTS = frozenset({"allOf", "anyOf"})
-# Formats whose jsonschema_rs check accepts nothing the reference rejects (differential tests in
-# tests/test_schemas.py); date-time only together with _DATE_TIME_GUARD. Any other format is checked
-# by calling the reference's own checker from Rust.
-_FAST_NATIVE_FORMATS = frozenset({"date-time", "ipv4", "ipv6", "uuid"})
-# What the reference (rfc3339_validator) accepts syntactically, minus its trailing-newline quirk:
-# seconds 00-59, hours 00-23, year not 0000, digits only. jsonschema_rs checks the day of the month.
-_DATE_TIME_GUARD = (
-    "^(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-(?:0[1-9]|1[0-2])-[0-9]{2}"
-    "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]+)?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
-)
-# Regex syntax Python's re and Rust's regex read alike: ASCII literals, escaped metacharacters, ASCII
-# classes without Rust's set operators (&&, --, ~~, nested []), non-capturing groups, alternation,
-# anchors and repeats, each repeat following an atom (Python 3.11 reads a*+ as possessive). No \d, \w
-# or \s (the engines' Unicode tables differ), no flags, no lookaround. Python's $ also matches before a
-# final newline and Rust's does not, which only makes the fast path stricter.
-_ESCAPED_META = r"\\[.^$|?*+()\[\]{}\\/-]"
-_REGEX_ATOM = (
-    rf"""[A-Za-z0-9 _,:;@#%=!'"<>/-] | {_ESCAPED_META} | \. | \)"""
-    rf"""| \[\^?-?(?:[A-Za-z0-9](?:-[A-Za-z0-9])?|[ _.,:;@#%=!'"<>/+*?(){{}}|$]|{_ESCAPED_META})+-?\]"""
-)
-_FAST_PATTERN = re.compile(
-    rf"(?: (?:{_REGEX_ATOM}) (?:(?:[*+?]|\{{[0-9]+(?:,[0-9]*)?\}})\??)? | [\^$|] | \((?:\?:)? )*", re.VERBOSE
-)
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _PENDING = object()  # a fast validator not compiled yet
-# Keywords whose meaning check_schema_pair does not model: any change to them is reported for review.
-_OPAQUE_KEYWORDS = ("anyOf", "oneOf", "allOf", "not", "$ref", "if", "then", "else", "patternProperties")
-# (keyword, True when a larger value accepts fewer instances)
-_BOUNDS = (
-    ("minimum", True),
-    ("exclusiveMinimum", True),
-    ("minLength", True),
-    ("minItems", True),
-    ("maximum", False),
-    ("exclusiveMaximum", False),
-    ("maxLength", False),
-    ("maxItems", False),
-)
 
 
 class SchemaRegistryError(ValueError):
@@ -120,25 +54,6 @@ class Violation:
 
     path: str
     message: str
-
-
-@dataclass(frozen=True)
-class Incompatibility:
-    """One backward-incompatible difference between two schemas, located by ``path``."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CompatibilityIssue:
-    """An incompatibility between two versions of one event type in the registry."""
-
-    event_type: str
-    from_version: int
-    to_version: int
-    path: str
-    reason: str
 
 
 class SchemaRegistry:
@@ -345,122 +260,6 @@ class SchemaRegistry:
         return event, self._reference_violations(event)
 
 
-def check_compatibility(registry: SchemaRegistry) -> list[CompatibilityIssue]:
-    """Backward-compatibility problems between consecutive versions of every event type.
-
-    A gap in the version numbers is reported with ``from_version`` 0 and path ``$.version``.
-    """
-    issues: list[CompatibilityIssue] = []
-    for event_type in registry.event_types:
-        versions = registry.versions(event_type)
-        expected = list(range(1, versions[-1] + 1))
-        if versions != expected:
-            missing = sorted(set(expected) - set(versions))
-            issues.append(
-                CompatibilityIssue(
-                    event_type,
-                    0,
-                    versions[-1],
-                    "$.version",
-                    f"versions must be contiguous from 1; missing {', '.join(f'v{n}' for n in missing)}",
-                )
-            )
-        for older, newer in pairwise(versions):
-            for problem in check_schema_pair(
-                registry.properties_schema(event_type, older),
-                registry.properties_schema(event_type, newer),
-                path="$.properties",
-            ):
-                issues.append(CompatibilityIssue(event_type, older, newer, problem.path, problem.reason))
-    return issues
-
-
-def check_schema_pair(old: dict[str, Any], new: dict[str, Any], path: str = "$") -> list[Incompatibility]:
-    """Why ``new`` cannot replace ``old`` backward-compatibly: only optional fields may be added.
-
-    Data valid under ``old`` must stay valid under ``new``, with the same field types, so every
-    field keeps its type, enums only grow, bounds only loosen, and nested objects follow the same rule.
-    """
-    return sorted(_pair_issues(old, new, path), key=lambda issue: (issue.path, issue.reason))
-
-
-def _pair_issues(old: dict[str, Any], new: dict[str, Any], path: str) -> Iterator[Incompatibility]:
-    old_types, new_types = _types_of(old), _types_of(new)
-    if old_types != new_types:
-        yield Incompatibility(path, f"type changed from {_describe_types(old_types)} to {_describe_types(new_types)}")
-        return
-    yield from _enum_issues(old, new, path)
-    yield from _bound_issues(old, new, path)
-    for keyword in ("pattern", "format"):
-        if keyword in new and new.get(keyword) != old.get(keyword):
-            yield Incompatibility(path, f"{keyword} changed from {old.get(keyword)!r} to {new[keyword]!r}")
-    for keyword in _OPAQUE_KEYWORDS:
-        if old.get(keyword) != new.get(keyword):
-            yield Incompatibility(path, f"'{keyword}' changed; the checker cannot prove this compatible")
-    if "object" in new_types or "properties" in old or "properties" in new:
-        yield from _object_issues(old, new, path)
-    if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
-        yield from _pair_issues(old["items"], new["items"], f"{path}[*]")
-    elif old.get("items") != new.get("items"):
-        yield Incompatibility(path, "'items' changed; the checker cannot prove this compatible")
-
-
-def _object_issues(old: dict[str, Any], new: dict[str, Any], path: str) -> Iterator[Incompatibility]:
-    old_fields, new_fields = old.get("properties", {}), new.get("properties", {})
-    old_required, new_required = set(old.get("required", [])), set(new.get("required", []))
-    for name in sorted(old_fields):
-        field_path = _child_path(path, name)
-        if name not in new_fields:
-            yield Incompatibility(field_path, "field removed")
-        else:
-            yield from _pair_issues(old_fields[name], new_fields[name], field_path)
-    for name in sorted(new_required - old_required):
-        if name in old_fields:
-            yield Incompatibility(_child_path(path, name), "optional field made required")
-        else:
-            yield Incompatibility(_child_path(path, name), "new required field added")
-    if new.get("additionalProperties") is False and old.get("additionalProperties") is not False:
-        yield Incompatibility(path, "additional properties were allowed and are now forbidden")
-
-
-def _enum_issues(old: dict[str, Any], new: dict[str, Any], path: str) -> Iterator[Incompatibility]:
-    old_values, new_values = _allowed_values(old), _allowed_values(new)
-    if new_values is None:
-        return
-    if old_values is None:
-        yield Incompatibility(path, f"values restricted to {new_values} where any value was allowed")
-        return
-    removed = [value for value in old_values if value not in new_values]
-    if removed:
-        yield Incompatibility(path, f"enum narrowed: {removed} no longer allowed")
-
-
-def _bound_issues(old: dict[str, Any], new: dict[str, Any], path: str) -> Iterator[Incompatibility]:
-    for keyword, larger_is_tighter in _BOUNDS:
-        if keyword not in new:
-            continue
-        before, after = old.get(keyword), new[keyword]
-        if before is None or (after > before if larger_is_tighter else after < before):
-            yield Incompatibility(path, f"{keyword} tightened from {before!r} to {after!r}")
-
-
-def _allowed_values(schema: dict[str, Any]) -> list[Any] | None:
-    if "const" in schema:
-        return [schema["const"]]
-    return list(schema["enum"]) if "enum" in schema else None
-
-
-def _types_of(schema: dict[str, Any]) -> frozenset[str]:
-    declared = schema.get("type")
-    if declared is None:
-        return frozenset()
-    return frozenset([declared] if isinstance(declared, str) else declared)
-
-
-def _describe_types(types: frozenset[str]) -> str:
-    return "|".join(sorted(types)) if types else "any"
-
-
 def _read_schema(path: Path) -> dict[str, Any]:
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
@@ -544,114 +343,6 @@ def _json_type(value: object) -> str:
     if isinstance(value, list):
         return "array"
     return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def _reject_constant(token: str) -> Any:
-    """NaN and Infinity are Python extensions, not JSON."""
-    raise ValueError(f"{token} is not a valid JSON value")
-
-
-# json.loads with keyword arguments builds a new decoder per call (a third of its cost on an event).
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-try:  # msgspec (installed with Airflow) parses an event ~3x faster than json; without it json parses everything
-    from msgspec.json import Decoder as _MsgspecDecoder
-except ImportError:  # pragma: no cover - depends on the environment
-    _MsgspecDecoder = None
-_FAST_DECODE = _MsgspecDecoder().decode if _MsgspecDecoder is not None else None
-
-
-def _parse_json(text: Any) -> Any:
-    """``json.loads(text, parse_constant=_reject_constant)``: the same values and errors, faster.
-
-    msgspec tries first. Where it succeeds it builds what json builds, and it rejects all json rejects
-    (NaN, Infinity, control characters in strings, ...; tests/test_schemas.py compares them). Where it
-    fails (invalid JSON, but also 1e400 or a lone surrogate escape, which json accepts), json parses
-    again and gives its own result or error.
-    """
-    if isinstance(text, str) and not text.startswith("\ufeff"):
-        if _FAST_DECODE is not None:
-            with contextlib.suppress(Exception):
-                return _FAST_DECODE(text)
-        return _DECODER.decode(text)
-    return json.loads(text, parse_constant=_reject_constant)  # its own BOM and argument-type errors
-
-
-def _plain_json(value: object) -> bool:
-    """Only dict, list, str, int, float, bool and None, exactly: what the fast path judges like the reference."""
-    try:
-        return _only_json_values(value)
-    except RecursionError:  # nested deeper than Python recurses: the reference judges it
-        return False
-
-
-def _only_json_values(value: Any) -> bool:
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or (type(item) not in _JSON_SCALARS and not _only_json_values(item)):
-                return False
-        return True
-    if kind is list:
-        return all(type(item) in _JSON_SCALARS or _only_json_values(item) for item in value)
-    return kind in _JSON_SCALARS
-
-
-class _NotFastSchema(Exception):
-    """The schema uses something jsonschema_rs might judge differently from the reference."""
-
-
-def _compile_fast(schema: dict[str, Any]) -> jsonschema_rs.Validator | None:
-    """A jsonschema_rs validator accepting nothing the reference rejects, or None when that cannot be assured."""
-    formats: set[str] = set()
-    try:
-        fast_schema = _fast_schema(schema, formats)
-        reference_formats = FormatChecker()
-        return jsonschema_rs.Draft202012Validator(
-            fast_schema,
-            validate_formats=True,
-            formats={name: _reference_format(reference_formats, name) for name in formats - _FAST_NATIVE_FORMATS},
-        )
-    except Exception:  # _NotFastSchema, or jsonschema_rs rejecting a schema or regex: the reference judges alone
-        return None
-
-
-def _fast_schema(schema: Any, formats: set[str]) -> Any:
-    """A copy of ``schema`` for jsonschema_rs, collecting the formats it uses; raises _NotFastSchema."""
-    if isinstance(schema, bool):
-        return schema
-    if not isinstance(schema, dict):
-        raise _NotFastSchema(f"subschema {schema!r}")
-    fast: dict[str, Any] = {}
-    for keyword, value in schema.items():
-        if keyword in _FAST_ANNOTATIONS or keyword in _FAST_ASSERTIONS:
-            fast[keyword] = value
-        elif keyword in _FAST_SUBSCHEMA:
-            fast[keyword] = _fast_schema(value, formats)
-        elif keyword in _FAST_SUBSCHEMA_LISTS:
-            fast[keyword] = [_fast_schema(item, formats) for item in value]
-        elif keyword == "properties":
-            fast[keyword] = {name: _fast_schema(item, formats) for name, item in value.items()}
-        elif keyword == "pattern" and isinstance(value, str) and _FAST_PATTERN.fullmatch(value):
-            fast[keyword] = value
-        elif keyword == "format" and isinstance(value, str):
-            fast[keyword] = value
-            formats.add(value)
-        else:
-            raise _NotFastSchema(f"keyword {keyword!r}")
-    if fast.get("format") == "date-time":
-        return {"allOf": [fast, {"pattern": _DATE_TIME_GUARD}]}
-    return fast
-
-
-def _reference_format(checker: FormatChecker, name: str) -> Callable[[str], bool]:
-    """The reference's own check of one format, for jsonschema_rs to call; formats it does not know pass."""
-    if name not in checker.checkers:
-        return lambda _instance: True
-
-    def conforms(instance: str) -> bool:
-        return checker.conforms(instance, name)
-
-    return conforms
 
 
 def _truncate(message: str, limit: int = _MAX_MESSAGE) -> str:

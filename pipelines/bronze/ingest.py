@@ -1,0 +1,104 @@
+"""The micro-batch commit: one parse of each Kafka micro-batch, then idempotent appends to the bronze tables.
+
+``BatchWriter`` is the query's ``foreachBatch`` function. Each Delta append carries the streaming query id
+and batch id as its transaction id, so a batch Spark replays after a crash is skipped by the tables that
+already hold it: a kill between two commits neither loses nor doubles a row. ``ensure_tables`` creates the
+tables it writes (and ops.bronze_lag, see ``pipelines.bronze.monitoring``) before the query starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from pipelines.bronze.parse import PARSED_SCHEMA, ROUTE, ROUTE_EVENT, TimestampLimits, _spark_schema, make_parser
+from pipelines.config import Settings
+from pipelines.contracts.registry import SchemaRegistry
+from pipelines.platform.lake import Lake
+from pipelines.platform.registry import table
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+EVENTS, QUARANTINE = table("bronze", "events"), table("bronze", "quarantine")
+PROGRESS, LAG = table("ops", "bronze_progress"), table("ops", "bronze_lag")
+
+
+def ensure_tables(spark: SparkSession, settings: Settings) -> None:
+    """Create the bronze and ops tables on first run and name them in the catalog (no-op afterwards)."""
+    from pipelines.platform.catalog import ensure_table
+
+    for spec in (EVENTS, QUARANTINE, PROGRESS, LAG):
+        ensure_table(spark, settings, spec.layer, spec.name, spec.schema, list(spec.partitioned_by))
+
+
+class BatchWriter:
+    """The foreachBatch function: one parse of the micro-batch, then three idempotent Delta appends.
+
+    Every write carries Delta's transaction id (``txnAppId`` = the streaming query id, ``txnVersion`` = the
+    batch id): when Spark replays a batch after a crash, each table that already committed it skips the
+    write, and the others write it - so a kill between two commits neither loses nor doubles a row. The
+    progress rows go last: a progress row means both data commits of its batch are in.
+    """
+
+    def __init__(self, settings: Settings, checkpoint: str, registry: SchemaRegistry, limits: TimestampLimits) -> None:
+        self.lake = Lake(settings)
+        self.checkpoint = checkpoint
+        self.registry = registry
+        self.limits = limits
+        self._query_id: str | None = None
+
+    def query_id(self, spark: SparkSession) -> str:
+        """The query's id from its checkpoint (stable across restarts, new with a new checkpoint)."""
+        if self._query_id is None:
+            text = spark.read.text(f"{self.checkpoint}/metadata").first()
+            if text is None:
+                raise RuntimeError(f"streaming checkpoint {self.checkpoint} has no metadata file")
+            self._query_id = str(json.loads(text[0])["id"])
+        return self._query_id
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        spark = batch.sparkSession
+        parsed = batch.mapInArrow(make_parser(self.registry, self.limits), _spark_schema(PARSED_SCHEMA))
+        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # parsed once, read by three writes
+        try:
+            is_event = F.col(ROUTE) == ROUTE_EVENT
+            progress = (
+                parsed.groupBy("topic", "partition")
+                .agg(
+                    F.min("offset").alias("min_offset"),
+                    F.max("offset").alias("max_offset"),
+                    F.sum(is_event.cast("long")).alias("events"),
+                    F.sum((~is_event).cast("long")).alias("quarantined"),
+                    F.max("occurred_at").alias("max_occurred_at"),
+                    F.max("kafka_timestamp").alias("max_kafka_timestamp"),
+                    F.max("ingested_at").alias("max_ingested_at"),
+                )
+                .orderBy("topic", "partition")
+                .collect()
+            )
+            if not progress:
+                return
+            txn = {"txnAppId": self.query_id(spark), "txnVersion": str(batch_id)}
+            # One file per table partition and batch: rows of a (tenant, day, type) arrive from every Kafka
+            # partition, so without the shuffle each reading task wrote its own small file into each of them.
+            events = parsed.where(is_event).select(EVENTS.schema.names)
+            self._append(events.repartition(*EVENTS.partitioned_by), self.lake.bronze_events, txn)
+            quarantine = parsed.where(~is_event).select(QUARANTINE.schema.names)
+            self._append(quarantine.repartition(*QUARANTINE.partitioned_by), self.lake.bronze_quarantine, txn)
+            rows = [(txn["txnAppId"], batch_id, *row) for row in progress]
+            self._append(spark.createDataFrame(rows, _spark_schema(PROGRESS.schema)), self.lake.bronze_progress, txn)
+        finally:
+            parsed.unpersist()
+        counted = sum(r["events"] + r["quarantined"] for r in progress)
+        log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(progress))
+
+    @staticmethod
+    def _append(df: DataFrame, path: str, txn: dict[str, str]) -> None:
+        df.write.format("delta").mode("append").options(**txn).save(path)

@@ -1,0 +1,111 @@
+"""The bronze query's lifecycle: Kafka source options, starting the stream, and running it until stopped.
+
+``start_bronze`` wires Spark's Kafka source to ``pipelines.bronze.ingest.BatchWriter`` (offsets in the
+streaming checkpoint) and attaches the lag listener from ``pipelines.bronze.monitoring``; ``run_bronze``
+drives it until caught up or until SIGTERM/Ctrl-C, stopping only between commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from pipelines.bronze.ingest import BatchWriter, ensure_tables
+from pipelines.bronze.monitoring import LagRecorder
+from pipelines.bronze.parse import INGESTED_AT, TimestampLimits
+from pipelines.config import Settings
+from pipelines.contracts.registry import SchemaRegistry
+from pipelines.platform.lake import Lake
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+
+
+def kafka_options(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
+    """Spark Kafka source options for every configured domain topic, from the earliest offset.
+
+    Security settings in the profile use librdkafka's names (the producer is confluent-kafka); the JVM
+    client gets the equivalent Java settings (``pipelines.kafka.security.java_client_settings``).
+    """
+    from pipelines.kafka.security import java_client_settings
+
+    options = {
+        "kafka.bootstrap.servers": bootstrap_servers,
+        "subscribe": ",".join(settings.kafka.topics),
+        "startingOffsets": "earliest",
+        "failOnDataLoss": "true",
+        "maxOffsetsPerTrigger": str(settings.bronze.max_offsets_per_trigger),
+        "includeHeaders": "true",
+    }
+    for key, value in java_client_settings(settings.kafka.client_settings()).items():
+        options[f"kafka.{key}"] = value
+    return options
+
+
+def start_bronze(
+    spark: SparkSession, settings: Settings, bootstrap_servers: str, once: bool = False
+) -> tuple[StreamingQuery, LagRecorder]:
+    """Start the bronze query; ``once`` = catch up with Trigger.AvailableNow and stop.
+
+    Returns the query and its lag listener (when done: ``recorder.detach(spark)``).
+    """
+    lake = Lake(settings)
+    ensure_tables(spark, settings)
+    checkpoint = lake.checkpoint(settings.bronze.query_name)
+    writer = BatchWriter(
+        settings, checkpoint, SchemaRegistry.load(settings.schemas_dir), TimestampLimits.from_settings(settings)
+    )
+    from pyspark.sql import functions as F
+
+    stream = (
+        spark.readStream.format("kafka")
+        .options(**kafka_options(settings, bootstrap_servers))
+        .load()
+        .withColumn(INGESTED_AT, F.current_timestamp())  # the batch timestamp, fixed in the offset log
+        .writeStream.queryName(settings.bronze.query_name)
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(writer)
+    )
+    if once:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=settings.bronze.trigger_interval)
+    recorder = LagRecorder(lake)
+    spark.streams.addListener(recorder)
+    query = stream.start()
+    recorder.query_id = str(query.id)
+    return query, recorder
+
+
+def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, once: bool = False) -> StreamingQuery:
+    """Run until caught up (``once``) or until SIGTERM/Ctrl-C, which stops the query between commits.
+
+    Stopping mid-batch abandons that batch: its commits are either complete or absent, and the
+    restart replays it from the checkpoint (tables that already hold it skip it).
+    """
+    query, recorder = start_bronze(spark, settings, bootstrap_servers, once=once)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.warning("signal %d: stopping the bronze query", signum)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while query.isActive and not stop_requested.is_set():
+            query.awaitTermination(0.5)
+            recorder.flush(spark)
+        if query.isActive:
+            query.stop()
+        if query.exception() is not None:
+            raise query.exception()  # type: ignore[misc]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        recorder.detach(spark)
+    return query

@@ -1,0 +1,83 @@
+"""The top-level parser and ``main``: global options, one sub-command per command group, and the error handling
+that turns expected failures into one line and an exit code (``--debug`` shows the traceback instead)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pyspark.errors import PySparkException
+from pyspark.sql import SparkSession
+
+from pipelines.cli import broker, bronze, builds, config, dimensions, generate, metastore, quality, run, schemas
+from pipelines.cli.render import err_console
+from pipelines.config import ConfigError
+from pipelines.kafka.broker import BrokerError
+from pipelines.platform.jars import JarsError
+from pipelines.platform.metastore import MetastoreError
+from pipelines.quality.gate import GateFailed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines",
+        description="Lakehouse for event analytics: Kafka -> bronze/silver/gold Delta tables.",
+    )
+    parser.add_argument(
+        "--profile", help="configuration profile (default: LAKEHOUSE_PROFILE or the file's default_profile)"
+    )
+    parser.add_argument("--config", help="configuration file (default: LAKEHOUSE_CONFIG or conf/lakehouse.yaml)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In the order --help lists them; each command group's module defines its sub-commands and options.
+    run.add_run_command(commands)
+    broker.add_broker_command(commands)
+    metastore.add_metastore_command(commands)
+    metastore.add_catalog_command(commands)
+    broker.add_topics_command(commands)
+    generate.add_generate_command(commands)
+    bronze.add_bronze_command(commands)
+    schemas.add_schemas_command(commands)
+    builds.add_silver_command(commands)
+    builds.add_gold_command(commands)
+    quality.add_quality_command(commands)
+    builds.add_replay_command(commands)
+    dimensions.add_dimensions_command(commands)
+    config.add_config_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    session_before = SparkSession.getActiveSession()
+    try:
+        return args.func(args)
+    except (ConfigError, BrokerError, JarsError, MetastoreError, ValueError) as exc:
+        if args.debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except GateFailed as exc:
+        if args.debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print("nothing was published; the rules' results are in ops.quality_results and the Data Docs")
+        return 1
+    except PySparkException as exc:
+        if args.debug:
+            raise
+        # An expected Spark failure (missing table, bad SQL, a failed query) in one or two lines, no JVM stack.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err_console.print(
+            f"[red]error:[/red] Spark: {first[:500]} (--debug shows the traceback)", highlight=False, soft_wrap=True
+        )
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    finally:
+        # Stop the SparkSession the command started while the interpreter is whole: the JVM gateway and Spark's
+        # threads end before Python's shutdown tears down modules. A caller's own session is left alone.
+        session = SparkSession.getActiveSession()
+        if session is not None and session is not session_before:
+            session.stop()
