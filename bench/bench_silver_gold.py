@@ -37,9 +37,9 @@ from bench.common import bench_environ, machine, markdown_table, private_spark, 
 from pipelines import gold, silver
 from pipelines.config import load_settings
 from pipelines.platform.lake import Lake
-from pipelines.silver.dimensions import sample_users, write_users_file
 from pipelines.synthetic.bronze import bronze_rows_from_generated, bronze_table, write_bronze
 from pipelines.synthetic.generator import GeneratorSpec, generate
+from pipelines.synthetic.users import sample_users, write_users_file
 
 EVENTS_PER_USER_DAY = 3.4  # measured on the generator's defaults
 CHUNK_EVENTS = 1_000_000  # generated (and held in memory) at most this many at a time

@@ -16,9 +16,9 @@ from pipelines.bronze import run_bronze
 from pipelines.config import Settings
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import BRONZE_EVENTS_SCHEMA
-from pipelines.silver.dimensions import sample_users, write_users_file
 from pipelines.synthetic.bronze import bronze_rows_from_generated, bronze_table, write_bronze
 from pipelines.synthetic.generator import GeneratorSpec
+from pipelines.synthetic.users import sample_users, write_users_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,9 +18,9 @@ from test_silver import D1, D5, event, fixture_rows, lake_settings, page, read_r
 
 from pipelines import gold, silver
 from pipelines.platform.lake import Lake
-from pipelines.silver.dimensions import sample_users, write_users_file
 from pipelines.synthetic.bronze import bronze_row, bronze_rows_from_generated, bronze_table, write_bronze
 from pipelines.synthetic.generator import GeneratorSpec, generate
+from pipelines.synthetic.users import sample_users, write_users_file
 
 pytestmark = pytest.mark.integration
 

@@ -34,8 +34,8 @@ def _say_tenants_without_events(tenants: list[str]) -> None:
 
 
 def cmd_dimensions_sample_users(args: argparse.Namespace) -> int:
-    from pipelines.silver.dimensions import sample_users, write_users_file
     from pipelines.synthetic.generator import generate
+    from pipelines.synthetic.users import sample_users, write_users_file
 
     settings = _settings(args)
     messages, _ = generate(_spec_from_args(args), settings.kafka.topic_for_event_type)

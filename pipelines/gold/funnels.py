@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipelines.config import read_yaml_mapping
 from pipelines.gold.activity import is_user_event
@@ -21,39 +22,51 @@ class FunnelConfigError(ValueError):
     """conf/funnels.yaml is invalid; the message names the file, funnel and key."""
 
 
-@dataclass(frozen=True)
-class Funnel:
-    name: str
-    steps: tuple[str, ...]
-    window_minutes: int
+class Funnel(BaseModel):
+    """One funnel of conf/funnels.yaml: its steps are event types, in order, each reached within the window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str = Field(min_length=1)
+    steps: tuple[str, ...] = Field(min_length=2)
+    window_minutes: int = Field(ge=1, le=MAX_FUNNEL_WINDOW_MINUTES)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _distinct_event_types(cls, steps: object) -> object:
+        if isinstance(steps, list):
+            if not all(isinstance(step, str) and step for step in steps):
+                raise ValueError("steps are event type names")
+            if len(set(steps)) != len(steps):
+                raise ValueError("an event type may appear once")
+            return tuple(steps)
+        return steps
+
+
+class _FunnelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    funnels: list[Funnel]
 
 
 def load_funnels(path: str | Path, event_types: Collection[str] | None = None) -> list[Funnel]:
     """The funnels of ``path``; with ``event_types`` (the registry's), a step that is not one is an error."""
     source = str(path)
-    shape = "a mapping with a 'funnels' list"
-    raw = read_yaml_mapping(path, "funnels file (gold.funnels)", FunnelConfigError, shape)
-    if not isinstance(raw.get("funnels"), list):
-        raise FunnelConfigError(f"{source}: expected a mapping with a 'funnels' list")
-    funnels: list[Funnel] = []
-    for index, item in enumerate(raw["funnels"]):
+    raw = read_yaml_mapping(path, "funnels file (gold.funnels)", FunnelConfigError, "a mapping with a 'funnels' list")
+    try:
+        funnels = _FunnelsFile.model_validate(raw).funnels
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+        raise FunnelConfigError(f"{source}: {where}: {first['msg']}, got {first.get('input')!r}") from None
+    for index, funnel in enumerate(funnels):
         where = f"{source}: funnels[{index}]"
-        if not isinstance(item, dict) or set(item) != {"name", "steps", "window_minutes"}:
-            raise FunnelConfigError(f"{where}: expected exactly the keys name, steps, window_minutes")
-        name, steps, window = item["name"], item["steps"], item["window_minutes"]
-        if not isinstance(name, str) or not name or any(f.name == name for f in funnels):
-            raise FunnelConfigError(f"{where}.name: must be a non-empty, unique string, got {name!r}")
-        if not isinstance(steps, list) or len(steps) < 2 or not all(isinstance(s, str) and s for s in steps):
-            raise FunnelConfigError(f"{where}.steps: needs at least two event types, got {steps!r}")
-        if len(set(steps)) != len(steps):
-            raise FunnelConfigError(f"{where}.steps: an event type may appear once, got {steps!r}")
-        unknown = [step for step in steps if event_types is not None and step not in event_types]
+        if any(other.name == funnel.name for other in funnels[:index]):
+            raise FunnelConfigError(f"{where}.name: {funnel.name!r} is already the name of an earlier funnel")
+        unknown = [step for step in funnel.steps if event_types is not None and step not in event_types]
         if unknown:
             known = ", ".join(sorted(event_types or ()))
             raise FunnelConfigError(f"{where}.steps: {', '.join(unknown)} not a registered event type; known: {known}")
-        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_FUNNEL_WINDOW_MINUTES:
-            raise FunnelConfigError(f"{where}.window_minutes: must be 1..{MAX_FUNNEL_WINDOW_MINUTES}, got {window!r}")
-        funnels.append(Funnel(name, tuple(steps), window))
     return funnels
 
 

@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from pipelines.contracts.registry import SchemaRegistry
-from pipelines.silver.model import TYPED_PROPERTIES, property_struct
+from pipelines.silver.model import COLUMNS, TYPED_PROPERTIES, property_struct
 from pipelines.silver.pii import USER_AGENT_NAMESPACE, PiiRules, SparkPseudonymizer, truncate_ip_column
 from pipelines.silver.sessions import sessionize
 
@@ -172,35 +172,19 @@ def transform(
     latest = F.create_map(
         *[item for t in registry.event_types for item in (F.lit(t), F.lit(registry.latest_version(t)))]
     )
+    computed = {
+        "version": F.coalesce(F.element_at(latest, F.col("event_type")), F.col("version")).cast("int"),
+        "source_version": F.col("version").cast("int"),
+        "session_id": F.col("_session"),
+        **typed,
+        "properties": F.to_json(cleaned),
+        "bronze_topic": F.col("topic"),
+        "bronze_partition": F.col("partition"),
+        "bronze_offset": F.col("offset"),
+    }
+    # The silver columns (model.COLUMNS, in order), then the markers the build counts and drops.
     return df.select(
-        "event_id",
-        "event_type",
-        F.coalesce(F.element_at(latest, F.col("event_type")), F.col("version")).cast("int").alias("version"),
-        F.col("version").cast("int").alias("source_version"),
-        "occurred_at",
-        "event_date",
-        "tenant_id",
-        "user_key",
-        "is_identified",
-        F.col("_session").alias("session_id"),
-        "session_is_derived",
-        *[value.alias(column) for column, value in typed.items()],
-        F.to_json(cleaned).alias("properties"),
-        "device_class",
-        "os_family",
-        "browser_family",
-        "locale",
-        "ip_prefix",
-        "app_version",
-        "user_signup_date",
-        "user_plan",
-        "user_country",
-        "user_cohort_week",
-        "trace_id",
-        "ingested_at",
-        F.col("topic").alias("bronze_topic"),
-        F.col("partition").alias("bronze_partition"),
-        F.col("offset").alias("bronze_offset"),
+        *[computed[name].alias(name) if name in computed else name for name in COLUMNS],
         "_stitched",
         "_user_matched",
         "_device_known",

@@ -10,5 +10,9 @@ Import from the modules directly (this package re-exports nothing):
 - ``defects``: late and re-sent deliveries, out-of-order swaps and malformed messages;
 - ``truth``: ``Truth``, the metrics the lakehouse's tables must reproduce, and the builder that accumulates it;
 - ``bronze``: bronze rows written straight to Delta, without Kafka, so silver/gold tests and benches skip the
-  broker and the streaming job.
+  broker and the streaming job;
+- ``users``: a sample CRM export (conf/dimensions/users.csv) for the users of a generated stream.
+
+Synthetic data stands where producers stand, so it may use the contracts of what it feeds (bronze's table,
+silver's users file); nothing in the platform imports it.
 """
