@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,6 +186,25 @@ class QualityConfig(_Strict):
     max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)  # bronze messages quarantined, per build days
 
 
+class OrchestrationConfig(_Strict):
+    """Airflow (dags/, pipelines/orchestration): schedules, retries, the Spark connection, replay limits."""
+
+    schedule: str | None = "@daily"  # lakehouse_medallion (a cron expression or preset)
+    start_date: date = date(2026, 11, 1)  # first interval a scheduler or `airflow backfill create` may run
+    catchup_schedule: str | None = None  # lakehouse_bronze_catchup; None: triggered by hand only
+    owner: str = "data-platform"
+    retries: int = Field(default=2, ge=0)
+    retry_delay_minutes: float = Field(default=2.0, gt=0)  # doubles on every retry
+    task_timeout_minutes: int = Field(default=180, ge=1)
+    spark_conn_id: str = "lakehouse_spark"  # an Airflow Spark connection: local[*] locally, a cluster in prod
+    bronze_wait_timeout_minutes: int = Field(default=240, ge=1)  # the sensor then fails the run, loudly
+    bronze_poke_interval_s: int = Field(default=300, ge=1)
+    replay_chunk_days: int = Field(default=7, ge=1)  # a replay range is rebuilt in chunks of this many days
+    replay_max_parallel: int = Field(default=2, ge=1)  # chunks rebuilt at once
+    replay_max_days: int = Field(default=731, ge=1)  # a longer range is refused: split it, or raise this
+    airflow_home: str = ".lakehouse/airflow"  # the local stack's AIRFLOW_HOME (metadata DB, logs)
+
+
 class Settings(_Strict):
     """The resolved configuration of one profile."""
 
@@ -203,6 +223,7 @@ class Settings(_Strict):
     silver: SilverConfig = SilverConfig()
     gold: GoldConfig = GoldConfig()
     quality: QualityConfig = QualityConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     def resolve_path(self, path: str) -> str:
         """Relative local paths are relative to the project directory, so commands work from any cwd."""

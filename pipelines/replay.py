@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
-from pipelines import gold, silver
 from pipelines.config import Settings
+
+if TYPE_CHECKING:  # the builds load Spark-side code: imported when a replay runs, not to validate a request
+    from pipelines import gold, silver
 
 LAYERS = ("silver", "gold")
 
@@ -44,6 +47,8 @@ def replay(
     skip_gates: bool = False,
 ) -> ReplayResult:
     """Rebuild exactly [first, last] from bronze through the same gates as the daily builds."""
+    from pipelines import gold, silver
+
     silver_result = (
         silver.build(
             spark, settings, first, last, tenants, include_late=False, skip_gates=skip_gates, progress=progress

@@ -377,6 +377,11 @@ def assert_reconciles_with_truth(spark, settings, built: silver.SilverResult, tr
     assert built.events == truth.unique_valid_events
     assert built.duplicates_dropped == truth.duplicates
     assert built.unmatched_user_events == 0  # pre-existing users from the file, new ones from signup events
+    assert_gold_matches_truth(spark, settings, truth)
+
+
+def assert_gold_matches_truth(spark, settings, truth) -> None:
+    """gold's DAU, event counts, orders and revenue equal the generator's truth."""
     dau = {
         (r["tenant_id"], r["date"].isoformat()): r["dau"]
         for r in read_rows(spark, gold.table_path(settings, "daily_active_users"))

@@ -25,6 +25,7 @@ from pipelines.config import Settings
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+SUBMITTED_DRIVER_ENV = "PYSPARK_GATEWAY_PORT"  # set by spark-submit for the Python driver it launches
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -171,7 +172,11 @@ def build_spark(
 
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(settings.spark.master).appName(app_name or settings.spark.app_name)
+    builder = SparkSession.builder.appName(app_name or settings.spark.app_name)
+    # Under spark-submit (an Airflow Spark task) the driver JVM already runs with the master it was submitted to:
+    # that choice stands. Everywhere else the profile's master does.
+    if SUBMITTED_DRIVER_ENV not in os.environ:
+        builder = builder.master(settings.spark.master)
     for key, value in spark_conf(settings, extra_conf).items():
         if value != "":
             builder = builder.config(key, value)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from pipelines.platform.registry import BRONZE_EVENTS_SCHEMA
+from pipelines.platform.registry import table as declared_table
 from pipelines.synthetic.generator import GeneratedMessage
 
 if TYPE_CHECKING:
@@ -99,4 +100,4 @@ def write_bronze(spark: SparkSession, path: str, table: pa.Table, mode: str = "a
     contract's: UTC timestamps, ``event_date`` date, ``version``/``partition`` int, ``raw_value`` binary.
     """
     frame = spark.createDataFrame(table.select(BRONZE_EVENTS_SCHEMA.names).cast(BRONZE_EVENTS_SCHEMA))
-    frame.write.format("delta").mode(mode).partitionBy(*table("bronze", "events").partitioned_by).save(path)
+    frame.write.format("delta").mode(mode).partitionBy(*declared_table("bronze", "events").partitioned_by).save(path)

@@ -1,0 +1,62 @@
+"""What the DAGs' Python tasks do, so the DAG files only wire them: DAG defaults from the settings, the days a
+run builds, the bronze sensor's poke, and a replay's plan."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pipelines.config import Settings, load_settings
+from pipelines.orchestration.freshness import bronze_caught_up
+from pipelines.orchestration.requests import parse_replay, replay_commands, run_interval
+
+TAGS = ["lakehouse"]
+
+
+def dag_settings() -> Settings:
+    """The profile the DAGs run with (``LAKEHOUSE_PROFILE``, ``LAKEHOUSE_HOME``; read when a DAG file is parsed)."""
+    return load_settings()
+
+
+def default_args(settings: Settings) -> dict[str, Any]:
+    """Owner, retries with exponential backoff and a timeout for every task (``orchestration`` in the settings)."""
+    config = settings.orchestration
+    return {
+        "owner": config.owner,
+        "retries": config.retries,
+        "retry_delay": timedelta(minutes=config.retry_delay_minutes),
+        "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(minutes=config.task_timeout_minutes),
+    }
+
+
+def interval(context: dict[str, Any]) -> dict[str, str]:
+    """The run's days as ``{"from": ..., "to": ...}`` (ISO dates) for the Spark tasks' command lines."""
+    run = context["dag_run"]
+    first, last = run_interval(
+        dict(run.conf or {}), context.get("data_interval_start"), context.get("data_interval_end"), run.run_after
+    )
+    return {"from": first.isoformat(), "to": last.isoformat()}
+
+
+def bronze_is_complete(settings: Settings, days: dict[str, str], log: Any) -> bool:
+    """The sensor's poke: bronze has caught up past the end of the run's last day (UTC)."""
+    end = datetime.fromisoformat(days["to"]).replace(tzinfo=UTC) + timedelta(days=1)
+    state = bronze_caught_up(settings, end)
+    log.info("%s", state.reason)
+    return state.caught_up
+
+
+def plan_replay(settings: Settings, conf: dict[str, Any], log: Any) -> dict[str, list[list[str]]]:
+    """Validate a replay's conf against the lake and cut it into per-layer chunk commands (see requests)."""
+    request = parse_replay(conf, settings)
+    plan = replay_commands(request, settings)
+    log.info(
+        "replay %s..%s, tenants %s, layers %s: %s",
+        request.first,
+        request.last,
+        request.tenants or "all",
+        request.layers,
+        ", ".join(f"{len(commands)} {layer} chunk(s)" for layer, commands in plan.items()),
+    )
+    return plan

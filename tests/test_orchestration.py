@@ -1,0 +1,267 @@
+"""Airflow orchestration: the DAGs load cleanly, a replay's conf is refused before any table is touched, the
+bronze sensor's rule, and `dag.test()` of the medallion and replay DAGs running the real Spark jobs (under
+spark-submit, on a Spark connection) and gates on generated bronze, checked against the generator's truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable
+from test_gold import assert_gold_matches_truth
+
+from pipelines import gold, silver
+from pipelines.config import Settings, load_settings
+from pipelines.orchestration.freshness import bronze_caught_up
+from pipelines.orchestration.requests import RequestError, chunks, parse_replay, replay_commands, run_interval
+from pipelines.platform.lake import Lake
+from pipelines.synthetic.bronze import bronze_rows_from_generated, bronze_table, write_bronze
+from pipelines.synthetic.generator import GeneratorSpec, generate
+from pipelines.synthetic.users import sample_users, write_users_file
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+DAGS = CHECKOUT / "dags"
+SPEC = GeneratorSpec(seed=29, tenants=2, users_per_tenant=25, days=3, duplicate_rate=0.05, late_rate=0.05)
+FIRST = SPEC.start_date
+LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
+
+
+# --- conf validation and the plan (no Airflow, no Spark) ---------------------------------------------------------
+
+
+def _settings(environ: dict[str, str] | None = None) -> Settings:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_") or k == "LAKEHOUSE_HOME"}
+    return load_settings(environ={**base, "LAKEHOUSE_PROFILE": "local", **(environ or {})})
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"from": "2026-13-01", "to": "2026-11-03"}, r"from: Input should be a valid date"),
+        ({"from": "2026-11-05", "to": "2026-11-01"}, r"'from' \(2026-11-05\) is after 'to' \(2026-11-01\); swap them"),
+        ({"from": "2026-11-01", "to": "2026-11-02", "layers": ["bronze"]}, r"layers \['bronze'\]: expected"),
+        ({"from": "2026-11-01", "to": "2026-11-02", "layers": []}, r"expected a non-empty subset"),
+        ({"to": "2026-11-02"}, r"from: Field required"),
+        ({"from": "2026-11-01", "to": "2026-11-02", "tenant": ["acme"]}, r"tenant: unknown key"),
+        ({"from": "2020-01-01", "to": "2026-11-02"}, r"exceed orchestration.replay_max_days \(731\)"),
+    ],
+)
+def test_a_bad_replay_conf_is_refused_with_what_to_change(conf: dict[str, Any], message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        parse_replay(conf, _settings())
+
+
+def test_a_replay_is_planned_in_chunks_silver_before_gold(tmp_path: Path) -> None:
+    assert chunks(date(2026, 11, 1), date(2026, 11, 10), 4) == [
+        (date(2026, 11, 1), date(2026, 11, 4)),
+        (date(2026, 11, 5), date(2026, 11, 8)),
+        (date(2026, 11, 9), date(2026, 11, 10)),
+    ]
+    assert chunks(date(2026, 11, 1), date(2026, 11, 1), 7) == [(date(2026, 11, 1), date(2026, 11, 1))]
+    from pipelines.orchestration.requests import ReplayRequest
+
+    request = ReplayRequest.model_validate({"from": "2026-11-01", "to": "2026-11-05", "tenants": ["acme"]})
+    plan = replay_commands(request, _settings({"LAKEHOUSE__ORCHESTRATION__REPLAY_CHUNK_DAYS": "3"}))
+    common = ["--tenant", "acme"]
+    assert plan["silver"] == [
+        ["replay", "--from", "2026-11-01", "--to", "2026-11-03", "--layers", "silver", *common],
+        ["replay", "--from", "2026-11-04", "--to", "2026-11-05", "--layers", "silver", *common],
+    ]
+    assert [args[2:5:2] for args in plan["gold"]] == [["2026-11-01", "2026-11-03"], ["2026-11-04", "2026-11-05"]]
+
+
+def test_a_run_builds_its_interval_or_the_days_its_conf_names() -> None:
+    start, end = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+    after = datetime(2026, 11, 20, 6, tzinfo=UTC)
+    assert run_interval({}, start, end, after) == (date(2026, 11, 2), date(2026, 11, 2))
+    weekly = run_interval({}, start, start + timedelta(days=7), after)
+    assert weekly == (date(2026, 11, 2), date(2026, 11, 8))
+    assert run_interval({}, None, None, after) == (date(2026, 11, 19), date(2026, 11, 19))  # manual: yesterday
+    assert run_interval({"from": "2026-11-01", "to": "2026-11-04"}, None, None, after) == (
+        date(2026, 11, 1),
+        date(2026, 11, 4),
+    )
+    with pytest.raises(RequestError, match="is after"):
+        run_interval({"from": "2026-11-04", "to": "2026-11-01"}, None, None, after)
+
+
+# --- the bronze sensor's rule (real Delta tables) -----------------------------------------------------------------
+
+
+def _write_lag(spark, settings: Settings, rows: list[tuple[str, int, int, datetime]]) -> None:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from pipelines.platform.registry import LAG_SCHEMA
+
+    records = [("q", 0, topic, partition, 100 - lag, 100, lag, at) for topic, partition, lag, at in rows]
+    frame = spark.createDataFrame(records, from_arrow_schema(LAG_SCHEMA))
+    frame.write.format("delta").mode("append").save(Lake(settings).table("ops", "bronze_lag"))
+
+
+@pytest.mark.integration
+def test_bronze_is_complete_once_the_stream_reports_no_lag_after_the_interval(spark, tmp_path: Path) -> None:
+    settings = _settings({"LAKEHOUSE__LAKE__ROOT": str(tmp_path / "lake")})
+    end = datetime(2026, 11, 4, tzinfo=UTC)
+    state = bronze_caught_up(settings, end)
+    assert not state.caught_up and "no lag reports yet" in state.reason
+
+    _write_lag(spark, settings, [("user.activity", 0, 0, end - timedelta(minutes=5))])  # before the end: no proof
+    state = bronze_caught_up(settings, end)
+    assert not state.caught_up and "has not reported since" in state.reason
+
+    after = end + timedelta(minutes=1)
+    _write_lag(spark, settings, [("user.activity", 0, 0, after), ("user.activity", 1, 7, after)])
+    state = bronze_caught_up(settings, end)
+    assert not state.caught_up and "7 offsets behind on 1 partition(s)" in state.reason
+
+    later = end + timedelta(minutes=2)
+    _write_lag(spark, settings, [("user.activity", 1, 0, later)])  # the latest report per partition counts
+    state = bronze_caught_up(settings, end)
+    assert state.caught_up, state.reason
+
+
+# --- the DAGs in Airflow -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A migrated Airflow metadata DB (SQLite) in a temp AIRFLOW_HOME, the project's DAGs, and the Spark
+    connection on a local master; set in this process too, since `dag.test()` runs the tasks here."""
+    home = tmp_path_factory.mktemp("airflow")
+    environ = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_LAKEHOUSE_SPARK": '{"conn_type": "spark", "host": "local[2]"}',
+    }
+    migrated = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in environ.items():
+            patch.setenv(key, value)
+        yield environ
+
+
+def _dagbag(airflow_env: dict[str, str]):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.mark.integration
+def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str]) -> None:
+    bag = _dagbag(airflow_env)
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) >= {"lakehouse_medallion", "lakehouse_replay", "lakehouse_bronze_catchup"}
+    for dag_id in bag.dag_ids:
+        dag = bag.get_dag(dag_id)
+        assert "lakehouse" in dag.tags, dag_id
+        assert dag.doc_md and dag_id in dag.doc_md, dag_id
+        for task in dag.tasks:
+            assert task.owner == "data-platform", (dag_id, task.task_id)
+            refusing = task.task_id in {"plan", "silver_chunks", "gold_chunks", "wait_for_bronze"}
+            assert task.retries >= 2 or refusing, (dag_id, task.task_id)  # those fail for a reason a retry keeps
+            assert task.execution_timeout is not None, (dag_id, task.task_id)
+    spark_tasks = [t for d in bag.dags.values() for t in d.tasks if type(t).__name__ == "LakehouseJobOperator"]
+    assert spark_tasks and all(t._conn_id == "lakehouse_spark" for t in spark_tasks)
+
+
+@pytest.fixture(scope="module")
+def dag_lake(spark, metastore, airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    """Generated bronze (duplicates and late events included) in a lake of its own; the DAGs see it through the
+    environment, like a deployment's profile."""
+    root = tmp_path_factory.mktemp("dag_lake")
+    messages, truth = generate(SPEC, _settings().kafka.topic_for_event_type)
+    write_users_file(sample_users(messages), root / "dims" / "users.csv")
+    environ = {
+        "LAKEHOUSE_PROFILE": "local",
+        "LAKEHOUSE__LAKE__ROOT": str(root / "lake"),
+        "LAKEHOUSE__SILVER__DIMENSIONS_DIR": str(root / "dims"),
+        "LAKEHOUSE__CATALOG__STATE_DIR": metastore.home,  # the run's metastore (spark-submit jobs attach to it)
+        "LAKEHOUSE__SPARK__MASTER": "local[2]",
+        "LAKEHOUSE__BRONZE__MAX_EVENT_AGE_DAYS": "36500",
+        "LAKEHOUSE__ORCHESTRATION__REPLAY_CHUNK_DAYS": "2",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in environ.items():
+            patch.setenv(key, value)
+        settings = load_settings()
+        write_bronze(spark, Lake(settings).bronze_events, bronze_table(bronze_rows_from_generated(messages)))
+        yield settings, truth
+
+
+def _versions(settings: Settings) -> dict[str, int | None]:
+    paths = {"silver.events": silver.events_path(settings)}
+    paths |= {f"gold.{name}": gold.table_path(settings, name) for name in gold.TABLES}
+    return {name: DeltaTable(p).version() if DeltaTable.is_deltatable(p) else None for name, p in paths.items()}
+
+
+def _task_states(run) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for instance in run.get_task_instances():
+        states.setdefault(instance.task_id, []).append(str(instance.state))
+    return states
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_replay_dag_rebuilds_the_range_in_chunks_through_the_gates(spark, dag_lake, airflow_env) -> None:
+    settings, truth = dag_lake
+    dag = _dagbag(airflow_env).get_dag("lakehouse_replay")
+
+    refused = dag.test(run_conf={"from": LAST.isoformat(), "to": FIRST.isoformat()})
+    assert str(refused.state) == "failed"
+    states = _task_states(refused)
+    assert states["plan"] == ["failed"] and "success" not in str(states)
+    assert _versions(settings) == dict.fromkeys(_versions(settings))  # nothing written: no table exists yet
+
+    unknown = dag.test(run_conf={"from": FIRST.isoformat(), "to": LAST.isoformat(), "tenants": ["nobody"]})
+    assert str(unknown.state) == "failed" and _task_states(unknown)["plan"] == ["failed"]
+
+    run = dag.test(run_conf={"from": FIRST.isoformat(), "to": LAST.isoformat()})
+    assert str(run.state) == "success", _task_states(run)
+    states = _task_states(run)
+    assert states["replay_silver"] == ["success", "success"]  # 3 days in chunks of 2
+    assert states["replay_gold"] == ["success", "success"]
+    assert_gold_matches_truth(spark, settings, truth)
+
+    # The DAG's Params schema refuses a conf before a run exists (the UI, the REST API and the CLI check it).
+    from airflow.sdk.exceptions import ParamValidationError
+
+    before = _versions(settings)
+    with pytest.raises(ParamValidationError, match="'platinum' is not one of"):
+        dag.test(run_conf={"from": FIRST.isoformat(), "to": LAST.isoformat(), "layers": ["platinum"]})
+    with pytest.raises(ParamValidationError, match="param from"):
+        dag.test(run_conf={"from": "2026-02-30", "to": LAST.isoformat()})
+    assert _versions(settings) == before
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_medallion_dag_waits_for_bronze_then_builds_silver_and_gold(spark, dag_lake, airflow_env) -> None:
+    from pipelines.bronze import ensure_tables
+
+    settings, truth = dag_lake
+    ensure_tables(spark, settings)  # the stream's tables; its lag report says it caught up after the interval
+    _write_lag(spark, settings, [(topic, 0, 0, datetime.now(UTC)) for topic in settings.kafka.topics])
+    before = _versions(settings)
+    dag = _dagbag(airflow_env).get_dag("lakehouse_medallion")
+    run = dag.test(run_conf={"from": FIRST.isoformat(), "to": LAST.isoformat()})
+    assert str(run.state) == "success", _task_states(run)
+    after = _versions(settings)
+    assert all(after[name] > (before[name] if before[name] is not None else -1) for name in after), (before, after)
+    assert_gold_matches_truth(spark, settings, truth)
