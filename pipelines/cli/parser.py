@@ -9,7 +9,19 @@ from collections.abc import Sequence
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
-from pipelines.cli import broker, bronze, builds, config, dimensions, generate, metastore, quality, run, schemas
+from pipelines.cli import (
+    broker,
+    bronze,
+    builds,
+    config,
+    dimensions,
+    generate,
+    metastore,
+    quality,
+    run,
+    schemas,
+    stack,
+)
 from pipelines.cli.render import err_console
 from pipelines.config import ConfigError
 from pipelines.kafka.broker import BrokerError
@@ -43,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_quality_command(commands)
     builds.add_replay_command(commands)
     dimensions.add_dimensions_command(commands)
+    stack.add_stack_command(commands)
     config.add_config_command(commands)
     return parser
 

@@ -42,6 +42,7 @@ class LakehouseJobOperator(SparkSubmitOperator):
             "PYSPARK_PYTHON": interpreter,
             "PYSPARK_DRIVER_PYTHON": interpreter,
             "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+            "COLUMNS": "160",  # the command's tables (counts, gates) at full width in the task log
             **(self.env_vars or {}),
         }
         self.log.info("python -m pipelines %s", " ".join(str(arg) for arg in self.application_args or ()))

@@ -8,7 +8,7 @@ from typing import Any
 
 from pipelines.config import Settings, load_settings
 from pipelines.orchestration.freshness import bronze_caught_up
-from pipelines.orchestration.requests import parse_replay, replay_commands, run_interval
+from pipelines.orchestration.requests import RequestError, parse_replay, replay_commands, run_interval
 
 TAGS = ["lakehouse"]
 
@@ -49,7 +49,12 @@ def bronze_is_complete(settings: Settings, days: dict[str, str], log: Any) -> bo
 
 def plan_replay(settings: Settings, conf: dict[str, Any], log: Any) -> dict[str, list[list[str]]]:
     """Validate a replay's conf against the lake and cut it into per-layer chunk commands (see requests)."""
-    request = parse_replay(conf, settings)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        request = parse_replay(conf, settings)
+    except RequestError as exc:  # the message is the task's failure reason in the UI; no traceback, no retry
+        raise AirflowFailException(str(exc)) from None
     plan = replay_commands(request, settings)
     log.info(
         "replay %s..%s, tenants %s, layers %s: %s",
