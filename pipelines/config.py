@@ -186,6 +186,28 @@ class QualityConfig(_Strict):
     max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)  # bronze messages quarantined, per build days
 
 
+class MaintenanceConfig(_Strict):
+    """Daily maintenance (pipelines/platform/maintenance.py): data retention per table and vacuum."""
+
+    # days of data kept per table, e.g. {"bronze.quarantine": 90}; tables not named keep every day
+    retention_days: dict[str, int] = {}
+    vacuum_retention_hours: int | None = Field(default=None, ge=0)  # None: each table's own (7 days)
+
+    @field_validator("retention_days")
+    @classmethod
+    def _declared_tables(cls, value: dict[str, int]) -> dict[str, int]:
+        from pipelines.platform.registry import TABLES
+
+        by_day = {spec.full_name for spec in TABLES if spec.day_column}
+        unknown = sorted(set(value) - by_day)
+        if unknown:
+            raise ValueError(f"{unknown}: retention applies to tables partitioned by day: {sorted(by_day)}")
+        short = {name: days for name, days in value.items() if days < 1}
+        if short:
+            raise ValueError(f"retention must be at least 1 day: {short}")
+        return value
+
+
 class OrchestrationConfig(_Strict):
     """Airflow (dags/, pipelines/orchestration): schedules, retries, the Spark connection, replay limits."""
 
@@ -223,6 +245,7 @@ class Settings(_Strict):
     silver: SilverConfig = SilverConfig()
     gold: GoldConfig = GoldConfig()
     quality: QualityConfig = QualityConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     def resolve_path(self, path: str) -> str:

@@ -16,6 +16,7 @@ from pipelines.cli import (
     config,
     dimensions,
     generate,
+    maintenance,
     metastore,
     quality,
     run,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_quality_command(commands)
     builds.add_replay_command(commands)
     dimensions.add_dimensions_command(commands)
+    maintenance.add_maintenance_command(commands)
     stack.add_stack_command(commands)
     config.add_config_command(commands)
     return parser

@@ -40,6 +40,11 @@ class TableSpec:
     def full_name(self) -> str:
         return f"{self.layer}.{self.name}"
 
+    @property
+    def day_column(self) -> str | None:
+        """The date partition column (what retention drops whole days by), if the table has one."""
+        return next((column for column in self.partitioned_by if column.endswith("date")), None)
+
 
 # bronze.events: one row per message that passed validation, duplicates included (bronze equals
 # what Kafka delivered). `properties` and `context` are the JSON objects re-serialized compactly
@@ -148,6 +153,11 @@ TABLES: tuple[TableSpec, ...] = (
         layer="ops", name="quality_results", partitioned_by=(),
         writer="silver build, gold build, quality validate", pii=NO_PII, upstream=(),
         description="one row per gate rule and run: outcome, observed value, failing samples",
+    ),
+    TableSpec(
+        layer="ops", name="maintenance_runs", partitioned_by=(),
+        writer="maintenance run", pii=NO_PII, upstream=(),
+        description="one row per table and maintenance action: files removed and added, rows deleted",
     ),
     TableSpec(
         layer="silver", name="events", partitioned_by=("tenant_id", "event_date"),
