@@ -26,6 +26,7 @@ from pipelines.cli import (
 from pipelines.cli.render import err_console
 from pipelines.config import ConfigError
 from pipelines.kafka.broker import BrokerError
+from pipelines.orchestration.stack import StackError
 from pipelines.platform.jars import JarsError
 from pipelines.platform.metastore import MetastoreError
 from pipelines.quality.gate import GateFailed
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     session_before = SparkSession.getActiveSession()
     try:
         return args.func(args)
-    except (ConfigError, BrokerError, JarsError, MetastoreError, ValueError) as exc:
+    except (ConfigError, BrokerError, JarsError, MetastoreError, StackError, ValueError) as exc:
         if args.debug:
             raise
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)

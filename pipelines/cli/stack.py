@@ -21,15 +21,20 @@ def cmd_stack_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stack_status(args: argparse.Namespace) -> int:
-    from pipelines.orchestration.stack import LocalStack
-    from pipelines.platform.processes import pid_alive
+def _running(args: argparse.Namespace):
+    from pipelines.orchestration.stack import LocalStack, StackError
 
     stack = LocalStack(_settings(args))
     state = stack.state()
     if state is None:
-        console.print("the stack is not running (./dev stack up)")
-        return 1
+        raise StackError("the stack is not running (./dev stack up)")
+    return stack, state
+
+
+def cmd_stack_status(args: argparse.Namespace) -> int:
+    from pipelines.platform.processes import pid_alive
+
+    stack, state = _running(args)
     down = [part for part, pid in state.processes.items() if not pid_alive(pid)]
     for part, pid in state.processes.items():
         console.print(f"{part:14} pid={pid} {'running' if part not in down else 'STOPPED'}")
@@ -41,13 +46,7 @@ def cmd_stack_airflow(args: argparse.Namespace) -> int:
     import subprocess
     import sys
 
-    from pipelines.orchestration.stack import LocalStack
-
-    stack = LocalStack(_settings(args))
-    state = stack.state()
-    if state is None:
-        console.print("the stack is not running (./dev stack up)")
-        return 1
+    stack, state = _running(args)
     command = [sys.executable, "-m", "airflow", *args.airflow_args]
     return subprocess.run(command, env=stack.airflow_env(state.port)).returncode
 
