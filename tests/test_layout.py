@@ -16,7 +16,19 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "pipelines"
 FOUNDATION = {"config", "platform", "contracts"}
 # Data order: a package may import the ones listed before it.
-FLOW = ["kafka", "bronze", "quality", "silver", "gold", "replay", "orchestration", "synthetic", "cli", "__main__"]
+FLOW = [
+    "kafka",
+    "bronze",
+    "quality",
+    "silver",
+    "gold",
+    "replay",
+    "erasure",
+    "orchestration",
+    "synthetic",
+    "cli",
+    "__main__",
+]
 
 
 def _modules() -> list[str]:

@@ -170,6 +170,7 @@ def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str])
         "lakehouse_replay",
         "lakehouse_bronze_catchup",
         "lakehouse_maintenance",
+        "lakehouse_erasure",
     }
     for dag_id in bag.dag_ids:
         dag = bag.get_dag(dag_id)
@@ -177,7 +178,7 @@ def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str])
         assert dag.doc_md and dag_id in dag.doc_md, dag_id
         for task in dag.tasks:
             assert task.owner == "data-platform", (dag_id, task.task_id)
-            refusing = task.task_id in {"plan", "silver_chunks", "gold_chunks", "wait_for_bronze"}
+            refusing = task.task_id in {"plan", "silver_chunks", "gold_chunks", "wait_for_bronze", "validate"}
             assert task.retries >= 2 or refusing, (dag_id, task.task_id)  # those fail for a reason a retry keeps
             assert task.execution_timeout is not None, (dag_id, task.task_id)
     spark_tasks = [t for d in bag.dags.values() for t in d.tasks if type(t).__name__ == "LakehouseJobOperator"]

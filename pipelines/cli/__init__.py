@@ -13,6 +13,7 @@ Each sub-command loads the profile first, so a bad configuration fails before an
 - ``builds``: ``silver build``, ``gold build`` and ``replay``.
 - ``quality``: ``quality validate``.
 - ``dimensions``: ``dimensions load|sample-users``.
+- ``erase``: ``erase`` (one person out of every table).
 - ``maintenance``: ``maintenance run`` (retention, compaction, vacuum).
 - ``stack``: ``stack up|down|status`` (broker, bronze stream and Airflow on this machine).
 - ``config``: ``config show``.

@@ -15,6 +15,7 @@ from pipelines.cli import (
     builds,
     config,
     dimensions,
+    erase,
     generate,
     maintenance,
     metastore,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     builds.add_replay_command(commands)
     dimensions.add_dimensions_command(commands)
     maintenance.add_maintenance_command(commands)
+    erase.add_erase_command(commands)
     stack.add_stack_command(commands)
     config.add_config_command(commands)
     return parser

@@ -65,3 +65,18 @@ def plan_replay(settings: Settings, conf: dict[str, Any], log: Any) -> dict[str,
         ", ".join(f"{len(commands)} {layer} chunk(s)" for layer, commands in plan.items()),
     )
     return plan
+
+
+def check_erasure_conf(conf: dict[str, Any]) -> None:
+    """An erasure names a tenant and exactly one of user_id / anonymous_id; anything else fails the run."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    unknown = sorted(set(conf) - {"tenant", "user_id", "anonymous_id"})
+    if unknown:
+        raise AirflowFailException(
+            f"invalid erasure conf: unknown key(s) {unknown}; expected tenant, user_id, anonymous_id"
+        )
+    if not conf.get("tenant"):
+        raise AirflowFailException("invalid erasure conf: 'tenant' is required")
+    if bool(conf.get("user_id")) == bool(conf.get("anonymous_id")):
+        raise AirflowFailException("invalid erasure conf: give exactly one of 'user_id' and 'anonymous_id'")

@@ -160,6 +160,11 @@ TABLES: tuple[TableSpec, ...] = (
         description="one row per table and maintenance action: files removed and added, rows deleted",
     ),
     TableSpec(
+        layer="ops", name="erasure_requests", partitioned_by=(),
+        writer="erase", pii=NO_PII, upstream=(),
+        description="one row per erasure request: tenant, kind of id (never the id), outcome, rows deleted per table",
+    ),
+    TableSpec(
         layer="silver", name="events", partitioned_by=("tenant_id", "event_date"),
         writer=_SILVER_BUILD, pii=PSEUDONYMIZED, upstream=("bronze.events", "silver.dim_users", "silver.dim_devices"),
         description="deduplicated, upcast, pseudonymized, stitched and sessionized events",
