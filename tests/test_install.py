@@ -49,7 +49,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(python: Path, args: list[str], cwd: Path, home: Path | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE")}
+    # Neither the project's settings nor a PYTHONPATH pointing at a checkout may leak into the installed run.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE") and k != "PYTHONPATH"}
     if home is not None:
         env["LAKEHOUSE_HOME"] = str(home)
     return subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
