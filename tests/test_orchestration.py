@@ -186,7 +186,7 @@ def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str])
 
 
 @pytest.fixture(scope="module")
-def dag_lake(spark, metastore, airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+def dag_lake(spark, broker, airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
     """Generated bronze (duplicates and late events included) in a lake of its own; the DAGs see it through the
     environment, like a deployment's profile."""
     root = tmp_path_factory.mktemp("dag_lake")
@@ -196,10 +196,11 @@ def dag_lake(spark, metastore, airflow_env: dict[str, str], tmp_path_factory: py
         "LAKEHOUSE_PROFILE": "local",
         "LAKEHOUSE__LAKE__ROOT": str(root / "lake"),
         "LAKEHOUSE__SILVER__DIMENSIONS_DIR": str(root / "dims"),
-        "LAKEHOUSE__CATALOG__STATE_DIR": metastore.home,  # the run's metastore (spark-submit jobs attach to it)
+        "LAKEHOUSE__CATALOG__METASTORE": "none",  # path-based tables: no Hive client start in every Spark task
+        "LAKEHOUSE__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,  # the run's broker: the stack starts none
         "LAKEHOUSE__SPARK__MASTER": "local[2]",
         "LAKEHOUSE__BRONZE__MAX_EVENT_AGE_DAYS": "36500",
-        "LAKEHOUSE__ORCHESTRATION__REPLAY_CHUNK_DAYS": "2",
+        "LAKEHOUSE__ORCHESTRATION__REPLAY_CHUNK_DAYS": "2",  # the 3-day replay runs as two chunks per layer
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in environ.items():
