@@ -9,12 +9,10 @@ Run it before `lakehouse_medallion`, whose sensor then sees bronze caught up.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
-
 from airflow.sdk import DAG
 
 from pipelines.orchestration.spark_submit import LakehouseJobOperator
-from pipelines.orchestration.tasks import TAGS, dag_settings, default_args
+from pipelines.orchestration.tasks import TAGS, dag_settings, default_args, start_date
 
 settings = dag_settings()
 config = settings.orchestration
@@ -22,7 +20,7 @@ config = settings.orchestration
 with DAG(
     dag_id="lakehouse_bronze_catchup",
     schedule=config.catchup_schedule,
-    start_date=datetime.combine(config.start_date, time(), tzinfo=UTC),
+    start_date=start_date(settings),
     catchup=False,
     max_active_runs=1,  # two catch-ups on one checkpoint would only queue behind each other
     default_args=default_args(settings),

@@ -16,12 +16,10 @@ no command line and no task log.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
-
 from airflow.sdk import DAG, Param, task
 
 from pipelines.orchestration.spark_submit import LakehouseJobOperator
-from pipelines.orchestration.tasks import TAGS, check_erasure_conf, dag_settings, default_args
+from pipelines.orchestration.tasks import TAGS, check_erasure_conf, dag_settings, default_args, start_date
 
 settings = dag_settings()
 config = settings.orchestration
@@ -29,7 +27,7 @@ config = settings.orchestration
 with DAG(
     dag_id="lakehouse_erasure",
     schedule=None,
-    start_date=datetime.combine(config.start_date, time(), tzinfo=UTC),
+    start_date=start_date(settings),
     catchup=False,
     max_active_runs=1,  # erasures rewrite the same tables: one at a time
     default_args=default_args(settings),

@@ -12,12 +12,10 @@ Delta writes checkpoints every 10 commits by itself. Each run's actions are reco
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
-
 from airflow.sdk import DAG
 
 from pipelines.orchestration.spark_submit import LakehouseJobOperator
-from pipelines.orchestration.tasks import TAGS, dag_settings, default_args
+from pipelines.orchestration.tasks import TAGS, dag_settings, default_args, start_date
 
 settings = dag_settings()
 config = settings.orchestration
@@ -25,7 +23,7 @@ config = settings.orchestration
 with DAG(
     dag_id="lakehouse_maintenance",
     schedule="@daily",
-    start_date=datetime.combine(config.start_date, time(), tzinfo=UTC),
+    start_date=start_date(settings),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(settings),

@@ -19,12 +19,12 @@ path. A failed gate fails the task and leaves every published table as it was. B
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
 from pipelines.orchestration.spark_submit import LakehouseJobOperator
-from pipelines.orchestration.tasks import TAGS, bronze_is_complete, dag_settings, default_args, interval
+from pipelines.orchestration.tasks import TAGS, bronze_is_complete, dag_settings, default_args, interval, start_date
 
 settings = dag_settings()
 config = settings.orchestration
@@ -33,7 +33,7 @@ DAYS = "{{ ti.xcom_pull(task_ids='interval', key='%s') }}"
 with DAG(
     dag_id="lakehouse_medallion",
     schedule=config.schedule,
-    start_date=datetime.combine(config.start_date, time(), tzinfo=UTC),
+    start_date=start_date(settings),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(settings),

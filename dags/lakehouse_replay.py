@@ -23,12 +23,10 @@ days after the range read replayed days too; replay those as well if silver chan
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
-
 from airflow.sdk import DAG, Param, task
 
 from pipelines.orchestration.spark_submit import LakehouseJobOperator
-from pipelines.orchestration.tasks import TAGS, dag_settings, default_args, plan_replay
+from pipelines.orchestration.tasks import TAGS, dag_settings, default_args, plan_replay, start_date
 from pipelines.replay import LAYERS
 
 settings = dag_settings()
@@ -37,7 +35,7 @@ config = settings.orchestration
 with DAG(
     dag_id="lakehouse_replay",
     schedule=None,
-    start_date=datetime.combine(config.start_date, time(), tzinfo=UTC),
+    start_date=start_date(settings),
     catchup=False,
     default_args=default_args(settings),
     tags=[*TAGS, "replay", "silver", "gold"],

@@ -3,7 +3,7 @@ run builds, the bronze sensor's poke, and a replay's plan."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from pipelines.config import Settings, load_settings
@@ -16,6 +16,11 @@ TAGS = ["lakehouse"]
 def dag_settings() -> Settings:
     """The profile the DAGs run with (``LAKEHOUSE_PROFILE``, ``LAKEHOUSE_HOME``; read when a DAG file is parsed)."""
     return load_settings()
+
+
+def start_date(settings: Settings) -> datetime:
+    """The first interval any DAG may run (``orchestration.start_date``, midnight UTC)."""
+    return datetime.combine(settings.orchestration.start_date, time(), tzinfo=UTC)
 
 
 def default_args(settings: Settings) -> dict[str, Any]:
