@@ -105,8 +105,9 @@ class LocalStack:
     # --- up / down -----------------------------------------------------------------------------------------
 
     def up(self, *, stream: bool = True, timeout_s: float = 180.0, say=print) -> StackState:
-        if self.state() is not None:
-            alive = {part: pid for part, pid in self.state().processes.items() if pid_alive(pid)}
+        previous = self.state()
+        if previous is not None:
+            alive = {part: pid for part, pid in previous.processes.items() if pid_alive(pid)}
             if alive:
                 raise StackError(f"the stack already runs ({', '.join(alive)}) at {self.url}; ./dev stack down first")
             self.state_file.unlink()
