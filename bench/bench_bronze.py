@@ -368,7 +368,7 @@ def section(result: dict[str, Any], validation: bool = False) -> str:
         )
     heading = "## Bronze streaming ingestion: Kafka -> bronze (issue 4)"
     if validation:
-        heading += " - VALIDATION RUN at a small size, machine busy: not a result"
+        heading += " - VALIDATION RUN at a small size: not a result"
     return "\n".join(
         [
             heading,

@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from bench.bench_silver_gold import _write_bronze
+from bench.bench_silver_gold import write_generated_bronze
 from bench.common import bench_environ, machine, markdown_table, private_spark, write_section
 from pipelines import gold, silver
 from pipelines.config import load_settings
@@ -79,7 +79,7 @@ def run(events: int, rounds: int) -> tuple[list[dict[str, Any]], str]:
         )
         settings = load_settings(environ=environ)
         with PeakRss() as memory, private_spark(settings, "bench-gates", {"spark.driver.memory": "6g"}) as spark:
-            bronze_rows, first, last = _write_bronze(spark, settings, events)
+            bronze_rows, first, last = write_generated_bronze(spark, settings, events)
             print(f"[bench] {events:,} events written to bronze ({bronze_rows:,} rows)", file=sys.stderr)
             warm = _timed_build(spark, settings, first, last, skip_gates=True)
             print(f"[bench] warm-up build (no gates): {sum(warm):.1f} s", file=sys.stderr)
@@ -119,7 +119,7 @@ def main() -> None:
     rows, peak = run(args.events, args.rounds)
     heading = "## Quality-gate overhead: silver + gold with vs without gates (issue 14)"
     if args.validation:
-        heading += " - VALIDATION RUN at a small size, machine busy: not a result"
+        heading += " - VALIDATION RUN at a small size: not a result"
     columns = ["build", "events", "without gates (s)", "with gates (s)", "gate overhead"]
     body = "\n".join(
         [

@@ -122,7 +122,7 @@ def _spec(events: int, chunk: int) -> GeneratorSpec:
     )
 
 
-def _write_bronze(spark, settings, events: int) -> tuple[int, date, date]:
+def write_generated_bronze(spark, settings, events: int) -> tuple[int, date, date]:
     """Generate chunk by chunk into bronze (and the users file); returns rows written and the day range."""
     rows_written, users = 0, []
     chunks = -(-events // CHUNK_EVENTS)
@@ -182,7 +182,7 @@ def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
     )
     settings = load_settings(environ=environ)
     started = time.monotonic()
-    bronze_rows, first, last = _write_bronze(spark, settings, events)
+    bronze_rows, first, last = write_generated_bronze(spark, settings, events)
     print(
         f"[bench] {events:,} events: bronze generated and written in {time.monotonic() - started:.1f} s",
         file=sys.stderr,
@@ -241,7 +241,7 @@ def main() -> None:
     rows = run(tuple(args.events))
     heading = "## Silver + gold batch build vs DuckDB (issue 5)"
     if args.validation:
-        heading += " - VALIDATION RUN at a small size, machine busy: not a result"
+        heading += " - VALIDATION RUN at a small size: not a result"
     body = "\n".join(
         [
             heading,

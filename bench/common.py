@@ -69,7 +69,13 @@ def write_section(name: str, body: str) -> None:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     section = f"{start}\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    elif "\n## History" in text:  # a new section goes before the history of earlier stacks
+        head, history = text.split("\n## History", 1)
+        text = head.rstrip() + "\n\n" + section + "\n\n## History" + history
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
     BENCHMARKS_MD.write_text(text)
 
 

@@ -227,6 +227,16 @@ class OrchestrationConfig(_Strict):
     airflow_home: str = ".lakehouse/airflow"  # the local stack's AIRFLOW_HOME (metadata DB, logs)
 
 
+class ServeConfig(_Strict):
+    """Serving (pipelines/serve): the metrics API over gold and its tenant-scoped tokens."""
+
+    host: str = "127.0.0.1"  # loopback by default; put a TLS proxy in front to expose it
+    api_port: int = Field(default=0, ge=0, le=65535)  # 0: a free port, printed at start
+    tokens_file: str = ".lakehouse/serve/api_tokens.json"  # token hashes and their tenant (`serve token create`)
+    cache_entries: int = Field(default=1024, ge=0)  # responses kept per (query, table version); 0: no cache
+    max_range_days: int = Field(default=731, ge=1)  # a longer from..to is refused (400)
+
+
 class Settings(_Strict):
     """The resolved configuration of one profile."""
 
@@ -247,6 +257,7 @@ class Settings(_Strict):
     quality: QualityConfig = QualityConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    serve: ServeConfig = ServeConfig()
 
     def resolve_path(self, path: str) -> str:
         """Relative local paths are relative to the project directory, so commands work from any cwd."""

@@ -24,6 +24,8 @@ FLOW = [
     "gold",
     "replay",
     "erasure",
+    "serve",
+    "notebook",
     "orchestration",
     "synthetic",
     "cli",

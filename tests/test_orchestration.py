@@ -31,6 +31,8 @@ DAGS = CHECKOUT / "dags"
 SPEC = GeneratorSpec(seed=29, tenants=2, users_per_tenant=25, days=3, duplicate_rate=0.05, late_rate=0.05)
 FIRST = SPEC.start_date
 LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
+# The stream's lag report that proves bronze complete through LAST (and nothing later: a scheduled run waits).
+CAUGHT_UP_AT = datetime.combine(LAST + timedelta(days=2), datetime.min.time(), UTC)
 
 
 # --- conf validation and the plan (no Airflow, no Spark) ---------------------------------------------------------
@@ -265,7 +267,7 @@ def test_medallion_dag_waits_for_bronze_then_builds_silver_and_gold(spark, dag_l
 
     settings, truth = dag_lake
     ensure_tables(spark, settings)  # the stream's tables; its lag report says it caught up after the interval
-    _write_lag(spark, settings, [(topic, 0, 0, datetime.now(UTC)) for topic in settings.kafka.topics])
+    _write_lag(spark, settings, [(topic, 0, 0, CAUGHT_UP_AT) for topic in settings.kafka.topics])
     before = _versions(settings)
     dag = _dagbag(airflow_env).get_dag("lakehouse_medallion")
     run = dag.test(run_conf={"from": FIRST.isoformat(), "to": LAST.isoformat()})
@@ -294,8 +296,9 @@ def _api(url: str, token: str | None = None, body: dict[str, Any] | None = None)
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_replay_triggered_from_the_cli_runs_on_the_scheduler(spark, dag_lake, tmp_path: Path) -> None:
-    """`airflow dags trigger lakehouse_replay --conf ...` against a started stack; success seen through the REST API."""
+def test_replay_trigger_and_medallion_backfill_run_on_the_scheduler(spark, dag_lake, tmp_path: Path) -> None:
+    """`airflow dags trigger lakehouse_replay --conf ...` and `airflow backfill create` on lakehouse_medallion against
+    a started stack; success seen through the REST API, gold checked."""
     import time
 
     from pipelines.orchestration.stack import LocalStack
@@ -340,6 +343,29 @@ def test_replay_triggered_from_the_cli_runs_on_the_scheduler(spark, dag_lake, tm
         assert ran[("replay_silver", 0)] == ran[("replay_gold", 0)] == "success", ran
         after = _versions(settings)
         assert all(after[name] > (before[name] if before[name] is not None else -1) for name in after), (before, after)
+        assert_gold_matches_truth(spark, settings, truth)
+
+        # `airflow backfill create` on the scheduled DAG: one run per day of the range, on the scheduler. Unpausing
+        # also schedules the latest interval, whose sensor waits: no lag report after CAUGHT_UP_AT says it may go.
+        from pipelines.bronze import ensure_tables
+
+        ensure_tables(spark, settings)
+        _write_lag(spark, settings, [(topic, 0, 0, CAUGHT_UP_AT) for topic in settings.kafka.topics])
+        before = _versions(settings)
+        airflow("dags", "unpause", "lakehouse_medallion")
+        day = FIRST.isoformat()
+        airflow("backfill", "create", "--dag-id", "lakehouse_medallion", "--from-date", day, "--to-date", day)
+        runs_url = f"{stack.url}/api/v2/dags/lakehouse_medallion/dagRuns?run_type=backfill_job"
+        states: list[str] = []
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline and (not states or any(s not in {"success", "failed"} for s in states)):
+            time.sleep(5)
+            backfill_runs = _api(runs_url, token)["dag_runs"]
+            states = [run["state"] for run in backfill_runs]
+        assert states == ["success"], backfill_runs
+        assert backfill_runs[0]["data_interval_start"].startswith(day)
+        after = _versions(settings)
+        assert all(after[name] > before[name] for name in after), (before, after)
         assert_gold_matches_truth(spark, settings, truth)
     finally:
         stopped = stack.down(say=lambda _message: None)

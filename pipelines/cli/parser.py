@@ -22,6 +22,7 @@ from pipelines.cli import (
     quality,
     run,
     schemas,
+    serve,
     stack,
 )
 from pipelines.cli.render import err_console
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     dimensions.add_dimensions_command(commands)
     maintenance.add_maintenance_command(commands)
     erase.add_erase_command(commands)
+    serve.add_serve_command(commands)
     stack.add_stack_command(commands)
     config.add_config_command(commands)
     return parser

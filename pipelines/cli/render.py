@@ -27,7 +27,7 @@ def _batch_spark(settings: Settings, job: str):
 
 
 def _say(message: str) -> None:
-    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", soft_wrap=True)  # whole lines: logs, greps
 
 
 def _day(text: str) -> date:
