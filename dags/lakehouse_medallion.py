@@ -3,7 +3,8 @@
 
 Builds one interval (a day by default) of **silver** and then **gold** from bronze, through the quality gates.
 
-1. `interval` - the days to build: the data interval of a scheduled or backfill run; for a manual run the
+1. `interval` - the days to build: the data interval of a scheduled or backfill run (the run dated D builds
+   the day D, once D is over); for a manual run the
    conf's `from`/`to` (e.g. `{"from": "2026-11-02", "to": "2026-11-03"}`), else yesterday.
 2. `wait_for_bronze` - waits (reschedule mode, no worker slot held) until the bronze stream has caught up past
    the interval's end; fails loudly after `orchestration.bronze_wait_timeout_minutes`.
@@ -24,7 +25,15 @@ from datetime import timedelta
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
 from pipelines.orchestration.spark_submit import LakehouseJobOperator
-from pipelines.orchestration.tasks import TAGS, bronze_is_complete, dag_settings, default_args, interval, start_date
+from pipelines.orchestration.tasks import (
+    TAGS,
+    bronze_is_complete,
+    dag_settings,
+    day_schedule,
+    default_args,
+    interval,
+    start_date,
+)
 
 settings = dag_settings()
 config = settings.orchestration
@@ -32,7 +41,7 @@ DAYS = "{{ ti.xcom_pull(task_ids='interval', key='%s') }}"
 
 with DAG(
     dag_id="lakehouse_medallion",
-    schedule=config.schedule,
+    schedule=day_schedule(config.schedule),
     start_date=start_date(settings),
     catchup=False,
     max_active_runs=1,

@@ -235,6 +235,9 @@ class ServeConfig(_Strict):
     tokens_file: str = ".lakehouse/serve/api_tokens.json"  # token hashes and their tenant (`serve token create`)
     cache_entries: int = Field(default=1024, ge=0)  # responses kept per (query, table version); 0: no cache
     max_range_days: int = Field(default=731, ge=1)  # a longer from..to is refused (400)
+    sql_port: int = Field(default=0, ge=0, le=65535)  # `serve sql` (HiveServer2 binary protocol); 0: a free port
+    sql_users_file: str = ".lakehouse/serve/sql_users.tsv"  # logins, their tenant and PBKDF2 hashes (`serve sql-user`)
+    sql_state_dir: str = ".lakehouse/sql-endpoint"  # Hive scratch files of the endpoint
 
 
 class Settings(_Strict):

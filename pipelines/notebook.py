@@ -14,7 +14,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from pipelines.config import Settings, load_settings
-from pipelines.platform.catalog import lake_tables, sync
+from pipelines.platform.catalog import lake_tables, name_tables
 from pipelines.platform.registry import TABLES
 
 if TYPE_CHECKING:
@@ -34,12 +34,7 @@ def session(profile: str | None = None) -> SparkSession:
 
     config = settings(profile)
     spark = build_spark(config, app_name="notebook")
-    if config.catalog.enabled:
-        sync(spark, config)  # a fresh metastore, or tables created since: named in one call
-    else:
-        for layer, name, path in lake_tables(config):  # no metastore: names in this session's own catalog
-            spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
-            spark.sql(f"CREATE TABLE IF NOT EXISTS {layer}.{name} USING delta LOCATION '{path}'")
+    name_tables(spark, config)  # tables created since the metastore last saw them, or no metastore at all
     return spark
 
 

@@ -183,6 +183,8 @@ def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str])
             refusing = task.task_id in {"plan", "silver_chunks", "gold_chunks", "wait_for_bronze", "validate"}
             assert task.retries >= 2 or refusing, (dag_id, task.task_id)  # those fail for a reason a retry keeps
             assert task.execution_timeout is not None, (dag_id, task.task_id)
+    medallion = bag.get_dag("lakehouse_medallion")  # the run dated D builds D: backfill dates are the days built
+    assert type(medallion.timetable).__name__ == "CronDataIntervalTimetable"
     spark_tasks = [t for d in bag.dags.values() for t in d.tasks if type(t).__name__ == "LakehouseJobOperator"]
     assert spark_tasks and all(t._conn_id == "lakehouse_spark" for t in spark_tasks)
 
@@ -355,7 +357,7 @@ def test_replay_trigger_and_medallion_backfill_run_on_the_scheduler(spark, dag_l
         airflow("dags", "unpause", "lakehouse_medallion")
         day = FIRST.isoformat()
         airflow("backfill", "create", "--dag-id", "lakehouse_medallion", "--from-date", day, "--to-date", day)
-        runs_url = f"{stack.url}/api/v2/dags/lakehouse_medallion/dagRuns?run_type=backfill_job"
+        runs_url = f"{stack.url}/api/v2/dags/lakehouse_medallion/dagRuns?run_type=backfill"
         states: list[str] = []
         deadline = time.monotonic() + 1200
         while time.monotonic() < deadline and (not states or any(s not in {"success", "failed"} for s in states)):
@@ -364,6 +366,9 @@ def test_replay_trigger_and_medallion_backfill_run_on_the_scheduler(spark, dag_l
             states = [run["state"] for run in backfill_runs]
         assert states == ["success"], backfill_runs
         assert backfill_runs[0]["data_interval_start"].startswith(day)
+        run_id = backfill_runs[0]["dag_run_id"]
+        built = _api(f"{runs_url.split('?')[0]}/{run_id}/taskInstances/interval/xcomEntries/return_value", token)
+        assert built["value"] in ({"from": day, "to": day}, str({"from": day, "to": day})), built  # the day asked for
         after = _versions(settings)
         assert all(after[name] > before[name] for name in after), (before, after)
         assert_gold_matches_truth(spark, settings, truth)

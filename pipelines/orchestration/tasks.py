@@ -23,6 +23,18 @@ def start_date(settings: Settings) -> datetime:
     return datetime.combine(settings.orchestration.start_date, time(), tzinfo=UTC)
 
 
+def day_schedule(expression: str | None) -> Any:
+    """``expression`` (cron or preset, UTC) as a data-interval timetable: the run with logical date D covers
+    [D, next D) and starts once that interval is over, so it builds the day D, and `airflow backfill create
+    --from-date D1 --to-date D2` builds exactly D1..D2. (Airflow 3's default cron timetable gives a run a
+    zero-length interval at its date: a backfill would build the days before the ones asked for.)"""
+    if expression is None:
+        return None
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(expression, timezone="UTC")
+
+
 def default_args(settings: Settings) -> dict[str, Any]:
     """Owner, retries with exponential backoff and a timeout for every task (``orchestration`` in the settings)."""
     config = settings.orchestration

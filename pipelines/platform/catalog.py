@@ -108,6 +108,20 @@ def sync(spark: SparkSession, settings: Settings) -> list[str]:
     ]
 
 
+def name_tables(spark: SparkSession, settings: Settings) -> list[str]:
+    """Name every table of the lake ``<layer>.<name>`` in this session: through the metastore when the profile
+    has one (``sync``), otherwise in the session's own in-memory catalog, so readers (notebooks, the SQL
+    endpoint) use the same names either way. Returns the names."""
+    if settings.catalog.enabled:
+        sync(spark, settings)
+    found = lake_tables(settings)
+    for layer, name, path in found:
+        if not settings.catalog.enabled:
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {layer}.{name} USING delta LOCATION {_quote(path)}")
+    return [f"{layer}.{name}" for layer, name, _ in found]
+
+
 def ensure_table(
     spark: SparkSession, settings: Settings, layer: str, name: str, schema: pa.Schema, partition_by: list[str]
 ) -> str:

@@ -1,7 +1,9 @@
-"""The metrics API as a client sees it: a real uvicorn server over gold tables the real gold build published.
+"""Serving as clients see it, over gold and silver tables the real builds published: the metrics API (a real
+uvicorn server), the SQL endpoint (Spark Thrift Server; PyHive and beeline as clients) and direct reads with
+DuckDB and Polars.
 
 Every answer is checked against the same table read with Spark, so a filter, type conversion or tenant scoping
-mistake shows as a difference. Tokens are created and revoked through the CLI while the server runs.
+mistake shows as a difference. Tokens and logins are managed through the CLI while the servers run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_silver import D1, D5, fixture_rows, lake_settings, read_rows
+from test_silver import D1, D2, D5, fixture_rows, lake_settings, read_rows
 
 from pipelines import gold, silver
 from pipelines.platform.lake import Lake
@@ -75,7 +78,7 @@ def served(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         line = server.stderr.readline()
         found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         assert found, line
-        yield {"url": found.group(0), "tokens": tokens, "settings": settings, "cli": cli}
+        yield {"url": found.group(0), "tokens": tokens, "settings": settings, "cli": cli, "environ": environ}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -249,3 +252,194 @@ def test_duckdb_and_polars_read_gold_through_delta_rs(spark, served) -> None:
         via_duckdb = sorted(con.execute("SELECT tenant_id, date, event_type, events FROM event_counts").fetchall())
     via_polars = sorted(pl.read_delta(path).select("tenant_id", "date", "event_type", "events").iter_rows())
     assert via_duckdb == expected == via_polars and expected
+
+
+# --- the SQL endpoint ------------------------------------------------------------------------------------------
+
+PASSWORDS = {"t1_bi": "pw-t1", "t2_bi": "pw-t2", "operator": "pw-ops"}
+
+
+@pytest.fixture(scope="module")
+def sql_endpoint(served) -> Iterator[int]:
+    """`python -m pipelines serve sql` on a free port with a login per tenant and an operator login; stopped by
+    PID (SIGTERM: the server stops its Thrift service and Spark)."""
+    root = Path(served["environ"]["LAKEHOUSE__SERVE__TOKENS_FILE"]).parent
+    environ = served["environ"] | {
+        "LAKEHOUSE__SERVE__SQL_USERS_FILE": str(root / "sql_users.tsv"),
+        "LAKEHOUSE__SERVE__SQL_STATE_DIR": str(root / "sql-endpoint"),
+        "LAKEHOUSE__CATALOG__METASTORE": "none",
+        "LAKEHOUSE__SPARK__MASTER": "local[2]",
+    }
+    for name, tenant in (("t1_bi", ["--tenant", "t1"]), ("t2_bi", ["--tenant", "t2"]), ("operator", ["--all-tenants"])):
+        added = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "serve",
+                "sql-user",
+                "add",
+                "--name",
+                name,
+                "--password-env",
+                "PASSWORD",
+                *tenant,
+            ],
+            env=environ | {"PASSWORD": PASSWORDS[name]},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert added.returncode == 0, added.stderr
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "serve", "sql"],
+        env=environ,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        port = None
+        for line in server.stderr:  # Spark's start-up lines come first
+            found = re.search(r"jdbc:hive2://127\.0\.0\.1:(\d+)/default", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "the SQL endpoint did not print its JDBC URL"
+        threading.Thread(target=server.stderr.read, daemon=True).start()  # keep draining its log
+        yield port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+
+
+def sql(port: int, user: str, statement: str, password: str | None = None) -> list[tuple]:
+    from pyhive import hive
+
+    connection = hive.connect(
+        host="127.0.0.1", port=port, username=user, password=password or PASSWORDS[user], auth="CUSTOM"
+    )
+    try:
+        cursor = connection.cursor()
+        cursor.execute(statement)
+        return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+SERVED_TABLES = [f"gold.{metric.table}" for metric in METRICS] + ["silver.events"]
+
+
+def test_sql_logins_see_only_their_tenants_rows_in_every_table(spark, served, sql_endpoint) -> None:
+    settings = served["settings"]
+    for table in SERVED_TABLES:
+        path = Lake(settings).table(*table.split("."))
+        expected = {
+            r["tenant_id"]: r["count"]
+            for r in spark.read.format("delta").load(path).groupBy("tenant_id").count().collect()
+        }
+        statement = f"SELECT tenant_id, count(*) FROM {table} GROUP BY tenant_id"
+        assert dict(sql(sql_endpoint, "operator", statement)) == expected, table
+        for tenant in ("t1", "t2"):
+            seen = dict(sql(sql_endpoint, f"{tenant}_bi", statement))
+            assert seen == {tenant: expected[tenant]}, table  # the other tenant's rows are not there at all
+    # a predicate naming the other tenant, a subquery and time travel all go through the same filter
+    assert sql(sql_endpoint, "t1_bi", "SELECT count(*) FROM gold.event_counts WHERE tenant_id = 't2'") == [(0,)]
+    nested = (
+        "SELECT count(*) FROM gold.event_counts WHERE date IN (SELECT date FROM silver.events WHERE tenant_id = 't2')"
+    )
+    assert sql(sql_endpoint, "t1_bi", nested) == [(0,)]
+    old = sql(sql_endpoint, "t1_bi", "SELECT DISTINCT tenant_id FROM gold.daily_active_users VERSION AS OF 0")
+    assert old == [("t1",)]
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("SELECT count(*) FROM ops.quality_results", "ops.quality_results is not available to tenant logins"),
+        ("SELECT count(*) FROM silver.dim_devices", "silver.dim_devices is not available to tenant logins"),
+        ("DROP TABLE gold.revenue", "tenant logins are read-only: DropTable is not allowed"),
+        ("DELETE FROM gold.revenue WHERE true", "tenant logins are read-only"),
+        ("CREATE TEMPORARY VIEW mine AS SELECT 1", "tenant logins are read-only"),
+        ("SET spark.sql.runSQLOnFiles=true", "tenant logins cannot change settings"),
+        ("SELECT count(*) FROM delta.`{lake}/gold/revenue`", "TABLE_OR_VIEW_NOT_FOUND"),
+    ],
+)
+def test_sql_tenant_logins_are_refused_anything_but_reading_their_rows(
+    served, sql_endpoint, statement: str, message: str
+) -> None:
+    from pyhive.exc import OperationalError
+
+    lake = served["environ"]["LAKEHOUSE__LAKE__ROOT"]
+    with pytest.raises(OperationalError, match=re.escape(message)):
+        sql(sql_endpoint, "t1_bi", statement.format(lake=lake))
+    assert sql(sql_endpoint, "t1_bi", "SELECT count(*) FROM gold.revenue")[0][0] >= 0  # the session still works
+
+
+def test_sql_refuses_a_wrong_password_and_a_removed_login(served, sql_endpoint) -> None:
+    from thrift.transport.TTransport import TTransportException
+
+    with pytest.raises(TTransportException, match="Error validating the login"):
+        sql(sql_endpoint, "t1_bi", "SELECT 1", password="wrong")
+    environ = served["environ"] | {
+        "LAKEHOUSE__SERVE__SQL_USERS_FILE": str(
+            Path(served["environ"]["LAKEHOUSE__SERVE__TOKENS_FILE"]).parent / "sql_users.tsv"
+        )
+    }
+    cli = [sys.executable, "-m", "pipelines", "serve", "sql-user"]
+    added = subprocess.run(
+        [*cli, "add", "--name", "temp_bi", "--tenant", "t2"], env=environ, capture_output=True, text=True
+    )
+    assert added.returncode == 0, added.stderr
+    password = added.stdout.strip()
+    assert sql(sql_endpoint, "temp_bi", "SELECT DISTINCT tenant_id FROM gold.revenue", password=password) == [("t2",)]
+    removed = subprocess.run([*cli, "remove", "temp_bi"], env=environ, capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
+    with pytest.raises(TTransportException, match="Error validating the login"):
+        sql(sql_endpoint, "temp_bi", "SELECT 1", password=password)
+
+
+def test_sql_reads_the_latest_publication_without_a_restart(spark, served, sql_endpoint) -> None:
+    from pyspark.sql import functions as F
+
+    statement = f"SELECT sum(events) FROM gold.event_counts WHERE date = '{D2}'"
+    before = sql(sql_endpoint, "t1_bi", statement)[0][0]
+    target = gold.table_path(served["settings"], "event_counts")
+    day = F.col("date") == F.lit(D2)
+    republished = spark.read.format("delta").load(target).filter(day).withColumn("events", F.col("events") + 1000)
+    republished.write.format("delta").mode("overwrite").option("replaceWhere", f"date = '{D2}'").save(target)
+    rows_t1 = spark.read.format("delta").load(target).filter(day & (F.col("tenant_id") == "t1")).count()
+    assert rows_t1 > 0 and sql(sql_endpoint, "t1_bi", statement)[0][0] == before + 1000 * rows_t1
+
+
+def test_beeline_connects_over_jdbc_as_a_tenant(served, sql_endpoint) -> None:
+    """The JDBC path BI tools take: Hive's JDBC driver (beeline, shipped with pyspark), user and password."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    done = subprocess.run(
+        [
+            str(home / "bin" / "beeline"),
+            "-u",
+            f"jdbc:hive2://127.0.0.1:{sql_endpoint}/default",
+            "-n",
+            "t2_bi",
+            "-p",
+            PASSWORDS["t2_bi"],
+            "--silent=true",
+            "--outputformat=csv2",
+            "-e",
+            "SELECT tenant_id, count(*) AS days FROM gold.daily_active_users GROUP BY tenant_id",
+        ],
+        env=served["environ"] | {"SPARK_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if "," in line]
+    assert lines[0] == "tenant_id,days" and [line.split(",")[0] for line in lines[1:]] == ["t2"]
