@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from deltalake import DeltaTable
@@ -367,7 +368,8 @@ def test_replay_trigger_and_medallion_backfill_run_on_the_scheduler(spark, dag_l
         assert states == ["success"], backfill_runs
         assert backfill_runs[0]["data_interval_start"].startswith(day)
         run_id = backfill_runs[0]["dag_run_id"]
-        built = _api(f"{runs_url.split('?')[0]}/{run_id}/taskInstances/interval/xcomEntries/return_value", token)
+        xcom = f"{runs_url.split('?')[0]}/{quote(run_id)}/taskInstances/interval/xcomEntries/return_value"
+        built = _api(xcom, token)
         assert built["value"] in ({"from": day, "to": day}, str({"from": day, "to": day})), built  # the day asked for
         after = _versions(settings)
         assert all(after[name] > before[name] for name in after), (before, after)
