@@ -1,15 +1,17 @@
-"""Metrics API latency and throughput, cached and uncached, next to the same query in Spark SQL, same run.
+"""Metrics API latency and throughput, cached and uncached, next to the same queries through the SQL endpoint.
 
 Gold is built by the real jobs from generated events (``--events``, duplicates and late events included; the
-build is not timed). Then two API servers (``python -m pipelines serve api``, uvicorn, one process each) serve
-that lake: one with the response cache off (``serve.cache_entries=0``: every request reads gold through
-delta-rs) and one with it on (warmed by one pass over the query mix, then every request is a hit). The baseline
-is what a SQL endpoint does for the same question: a Spark SQL query on the catalog table in a warm session
-(``spark.sql(...).collect()``, no network hop, so the SQL endpoint can only be slower than that).
+build is not timed). Then, one after the other, on that lake:
+
+* the metrics API (``python -m pipelines serve api``, one uvicorn process) with its response cache off
+  (``serve.cache_entries=0``: every request reads gold through delta-rs), then on (warmed by one pass over the
+  query mix, so every measured request is a hit);
+* the SQL endpoint (``python -m pipelines serve sql``: Spark Thrift Server, an operator login, PyHive over the
+  HiveServer2 protocol), the same questions as SQL - the baseline a BI tool would get.
 
 The query mix: DAU, event counts and revenue for each tenant over a 7-day window sliding across the data.
-Latency: sequential requests on one keep-alive connection. Throughput: ``--clients`` threads, each with its own
-connection, for ``--seconds``. Servers are stopped by PID.
+Latency: sequential requests on one kept-open connection. Throughput: ``--clients`` threads, each with its own
+connection, for ``--seconds``. Every server is stopped by PID.
 
 Run: ``.venv/bin/python -m bench.bench_serve_api [--events 1000000]``; rewrites its BENCHMARKS.md section.
 """
@@ -37,6 +39,7 @@ from pipelines import gold, silver
 from pipelines.config import load_settings
 
 WINDOW_DAYS = 7
+PASSWORD = ("--password-env", "BENCH_SQL_PASSWORD")
 QUERIES = ("active-users", "event-counts", "revenue")
 SQL = {
     "active-users": "SELECT * FROM gold.daily_active_users WHERE tenant_id = '{t}' AND date BETWEEN '{a}' AND '{b}'",
@@ -123,7 +126,7 @@ def throughput(address: str, token: str, mix: list, clients: int, seconds: float
     return sum(done) / (time.monotonic() - started)
 
 
-def _row(name: str, samples: list[float], rate: float | None, baseline_p50: float) -> dict[str, Any]:
+def _row(name: str, samples: list[float], rate: float, baseline_p50: float | None) -> dict[str, Any]:
     ordered = sorted(samples)
     p50 = statistics.median(ordered)
     return {
@@ -131,16 +134,91 @@ def _row(name: str, samples: list[float], rate: float | None, baseline_p50: floa
         "requests": len(samples),
         "p50 ms": f"{p50 * 1000:.2f}",
         "p99 ms": f"{ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000:.2f}",
-        "requests/s": f"{rate:,.0f}" if rate else "-",
-        "p50 vs Spark SQL": f"{baseline_p50 / p50:.1f}x faster" if p50 < baseline_p50 else "1.0x",
+        "requests/s": f"{rate:,.0f}",
+        "p50 vs SQL endpoint": f"{baseline_p50 / p50:.1f}x faster" if baseline_p50 else "1.0x (baseline)",
     }
+
+
+@contextmanager
+def sql_endpoint(environ: dict[str, str]) -> Iterator[int]:
+    """A `serve sql` process with an operator login; yields its port, stops it by PID."""
+    subprocess.run(
+        [sys.executable, "-m", "pipelines", "serve", "sql-user", "add", "--name", "bench", "--all-tenants", *PASSWORD],
+        env=environ,
+        capture_output=True,
+        check=True,
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "serve", "sql"], env=environ, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        port = None
+        for line in server.stderr:
+            found = re.search(r"jdbc:hive2://127\.0\.0\.1:(\d+)/", line)
+            if found:
+                port = int(found.group(1))
+                break
+        if port is None:
+            raise RuntimeError("the SQL endpoint did not print its JDBC URL")
+        threading.Thread(target=server.stderr.read, daemon=True).start()
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
+        print(f"[bench] stopped SQL endpoint (PID {server.pid})", file=sys.stderr)
+
+
+def _sql_connection(port: int, password: str):
+    from pyhive import hive
+
+    return hive.connect(host="127.0.0.1", port=port, username="bench", password=password, auth="CUSTOM")
+
+
+def sql_latencies(port: int, password: str, mix: list, rounds: int) -> list[float]:
+    cursor = _sql_connection(port, password).cursor()
+    samples = []
+    for _ in range(rounds):
+        for query, tenant, a, b in mix:
+            started = time.perf_counter()
+            cursor.execute(SQL[query].format(t=tenant, a=a, b=b))
+            cursor.fetchall()
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+def sql_throughput(port: int, password: str, mix: list, clients: int, seconds: float) -> float:
+    done = [0] * clients
+    deadline = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        cursor = _sql_connection(port, password).cursor()
+        n = index
+        while time.monotonic() < deadline:
+            query, tenant, a, b = mix[n % len(mix)]
+            cursor.execute(SQL[query].format(t=tenant, a=a, b=b))
+            cursor.fetchall()
+            done[index] += 1
+            n += clients
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - started)
 
 
 def run(events: int, rounds: int, clients: int, seconds: float) -> tuple[list[dict[str, Any]], str]:
     with tempfile.TemporaryDirectory(prefix="bench-serve-api-") as workdir:
         root = Path(workdir)
         environ = bench_environ(root, LAKEHOUSE__SILVER__DIMENSIONS_DIR=str(root / "dims"))
-        environ["LAKEHOUSE__SERVE__TOKENS_FILE"] = str(root / "tokens.json")
+        environ |= {
+            "LAKEHOUSE__SERVE__TOKENS_FILE": str(root / "tokens.json"),
+            "LAKEHOUSE__SERVE__SQL_USERS_FILE": str(root / "sql_users.tsv"),
+            "LAKEHOUSE__SERVE__SQL_STATE_DIR": str(root / "sql-endpoint"),
+            "BENCH_SQL_PASSWORD": "bench-password",
+        }
         settings = load_settings(environ=environ)
         with private_spark(settings, "bench-serve-api") as spark:
             started = time.monotonic()
@@ -151,15 +229,13 @@ def run(events: int, rounds: int, clients: int, seconds: float) -> tuple[list[di
             tenants = sorted(
                 r.tenant_id for r in spark.table("gold.daily_active_users").select("tenant_id").distinct().collect()
             )
-            mix = query_mix(tenants, first, last)
-            for query, tenant, a, b in mix:  # warm the session's plans and file listings
-                spark.sql(SQL[query].format(t=tenant, a=a, b=b)).collect()
-            spark_samples = []
-            for _ in range(rounds):
-                for query, tenant, a, b in mix:
-                    begun = time.perf_counter()
-                    spark.sql(SQL[query].format(t=tenant, a=a, b=b)).collect()
-                    spark_samples.append(time.perf_counter() - begun)
+        mix = query_mix(tenants, first, last)
+        with sql_endpoint(environ) as port:
+            sql_latencies(port, "bench-password", mix, 1)  # warm: plans, snapshots, file listings
+            sql_samples = sql_latencies(port, "bench-password", mix, rounds)
+            sql_rate = sql_throughput(port, "bench-password", mix, clients, seconds)
+        baseline_p50 = statistics.median(sql_samples)
+        rows = [_row("SQL endpoint (Spark Thrift Server, PyHive), warm", sql_samples, sql_rate, None)]
         token = subprocess.run(
             [sys.executable, "-m", "pipelines", "serve", "token", "create", "--name", "bench", "--all-tenants"],
             env=environ,
@@ -167,8 +243,6 @@ def run(events: int, rounds: int, clients: int, seconds: float) -> tuple[list[di
             text=True,
             check=True,
         ).stdout.strip()
-        baseline_p50 = statistics.median(spark_samples)
-        rows = [_row("Spark SQL on the catalog table, warm session (baseline)", spark_samples, None, baseline_p50)]
         with api_server(environ | {"LAKEHOUSE__SERVE__CACHE_ENTRIES": "0"}) as address:
             latencies(address, token, mix, 1, "miss")  # warm: table handles opened
             samples = latencies(address, token, mix, rounds, "miss")
@@ -196,13 +270,14 @@ def main() -> None:
     parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
     args = parser.parse_args()
     rows, size = run(args.events, args.rounds, args.clients, args.seconds)
-    heading = "## Metrics API over gold (issue 16)"
+    heading = "## Metrics API and SQL endpoint over gold (issue 16)"
     if args.validation:
         heading += " - VALIDATION RUN at a small size: not a result"
-    columns = ["path", "requests", "p50 ms", "p99 ms", "requests/s", "p50 vs Spark SQL"]
+    columns = ["path", "requests", "p50 ms", "p99 ms", "requests/s", "p50 vs SQL endpoint"]
     body = (
         f"{heading}\n\nMachine: {machine()}. Data: {size}. Client, servers and Spark on the same machine "
-        f"(loopback); the API runs one uvicorn process; Spark `local[*]` with the Hive metastore on Derby.\n\n"
+        "(loopback), one at a time; the API is one uvicorn process; the SQL endpoint Spark `local[*]` with the "
+        "metastore on Derby.\n\n"
         f"{markdown_table(rows, columns)}\n"
     )
     write_section("serve_api", body)
