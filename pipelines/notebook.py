@@ -22,16 +22,26 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
+_profile: str | None = None  # the profile of the last session(): the other helpers read the same lake
+
+
 @cache
-def settings(profile: str | None = None) -> Settings:
-    """The profile's settings (LAKEHOUSE_PROFILE and LAKEHOUSE__* overrides apply, as for every command)."""
+def _load(profile: str | None) -> Settings:
     return load_settings(profile=profile)
+
+
+def settings(profile: str | None = None) -> Settings:
+    """The settings of ``profile``, else of the profile ``session()`` was given (LAKEHOUSE_PROFILE and
+    LAKEHOUSE__* overrides apply, as for every command)."""
+    return _load(profile or _profile)
 
 
 def session(profile: str | None = None) -> SparkSession:
     """The SparkSession every notebook starts with; calling it again returns the same session."""
     from pipelines.platform.spark import build_spark
 
+    global _profile
+    _profile = profile
     config = settings(profile)
     spark = build_spark(config, app_name="notebook")
     name_tables(spark, config)  # tables created since the metastore last saw them, or no metastore at all

@@ -26,6 +26,7 @@ FLOW = [
     "erasure",
     "serve",
     "notebook",
+    "ops",
     "orchestration",
     "synthetic",
     "cli",

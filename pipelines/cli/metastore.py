@@ -1,10 +1,10 @@
-"""``metastore`` and ``catalog``: the local catalog's database and the table names registered in it."""
+"""``metastore``: the local catalog's database (Derby network server) - start, stop, status."""
 
 from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.render import _batch_spark, _settings, console
+from pipelines.cli.render import _settings, console
 
 
 def cmd_metastore_start(args: argparse.Namespace) -> int:
@@ -44,18 +44,6 @@ def cmd_metastore_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_catalog_sync(args: argparse.Namespace) -> int:
-    """Name every Delta table of the lake in the catalog (a fresh or moved metastore)."""
-    from pipelines.platform.catalog import lake_tables, sync
-
-    settings = _settings(args)
-    changed = sync(_batch_spark(settings, "catalog"), settings)
-    for layer, name, path in lake_tables(settings):
-        mark = "registered" if f"{layer}.{name}" in changed else "up to date"
-        console.print(f"{layer}.{name:<24} {mark:<11} {path}", highlight=False)
-    return 0
-
-
 def add_metastore_command(commands: argparse._SubParsersAction) -> None:
     metastore = commands.add_parser("metastore", help="start/stop/status of the local catalog's database (Derby)")
     metastore_commands = metastore.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -65,11 +53,3 @@ def add_metastore_command(commands: argparse._SubParsersAction) -> None:
         ("status", cmd_metastore_status, "show the recorded process (exit 1 if none)"),
     ):
         metastore_commands.add_parser(action, help=text).set_defaults(func=handler)
-
-
-def add_catalog_command(commands: argparse._SubParsersAction) -> None:
-    catalog = commands.add_parser("catalog", help="table names in the metastore (bronze.*, silver.*, gold.*, ops.*)")
-    catalog_commands = catalog.add_subparsers(dest="action", required=True, metavar="ACTION")
-    catalog_commands.add_parser("sync", help="register every Delta table of the lake").set_defaults(
-        func=cmd_catalog_sync
-    )

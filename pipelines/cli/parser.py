@@ -13,6 +13,7 @@ from pipelines.cli import (
     broker,
     bronze,
     builds,
+    catalog,
     config,
     dimensions,
     erase,
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_run_command(commands)
     broker.add_broker_command(commands)
     metastore.add_metastore_command(commands)
-    metastore.add_catalog_command(commands)
+    catalog.add_catalog_command(commands)
     broker.add_topics_command(commands)
     generate.add_generate_command(commands)
     bronze.add_bronze_command(commands)

@@ -1,0 +1,4 @@
+"""Operating the platform: what an on-call engineer and a reviewer ask of it.
+
+* ``catalog`` - the table catalog generated from the registry, the configuration and the lake (never by hand).
+"""
