@@ -240,6 +240,21 @@ class ServeConfig(_Strict):
     sql_state_dir: str = ".lakehouse/sql-endpoint"  # Hive scratch files of the endpoint
 
 
+class LineageConfig(_Strict):
+    """OpenLineage run events of every job run (pipelines/ops/lineage.py)."""
+
+    transport: Literal["file", "console", "http", "none"] = "file"
+    file: str = ".lakehouse/lineage/events.jsonl"  # transport file: one JSON event per line, appended
+    url: str | None = None  # transport http: the backend's base URL (e.g. Marquez, http://127.0.0.1:5000)
+    namespace: str = "lakehouse"  # the jobs' namespace
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> LineageConfig:
+        if self.transport == "http" and not self.url:
+            raise ValueError("lineage.transport is http: set lineage.url to the OpenLineage backend")
+        return self
+
+
 class Settings(_Strict):
     """The resolved configuration of one profile."""
 
@@ -261,6 +276,7 @@ class Settings(_Strict):
     maintenance: MaintenanceConfig = MaintenanceConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     serve: ServeConfig = ServeConfig()
+    lineage: LineageConfig = LineageConfig()
 
     def resolve_path(self, path: str) -> str:
         """Relative local paths are relative to the project directory, so commands work from any cwd."""

@@ -65,6 +65,7 @@ def test_main_job_runs_the_chain_and_prints_a_true_gold_summary(tmp_path: Path) 
         "LAKEHOUSE__LAKE__ROOT": str(tmp_path / "lake"),
         "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_path / "metastore"),
         "LAKEHOUSE__QUALITY__DOCS_DIR": str(tmp_path / "data_docs"),
+        "LAKEHOUSE__LINEAGE__FILE": str(tmp_path / "lineage.jsonl"),
     }
     arguments = ("run", "--users", "40", "--days", "2", "--seed", "7", "--truth", str(tmp_path / "t.json"))
     result = run_cli(*arguments, env=env, timeout=1200)
@@ -108,6 +109,13 @@ def test_main_job_runs_the_chain_and_prints_a_true_gold_summary(tmp_path: Path) 
     assert orders == expected_orders
     assert re.search(r"│ silver\.events\s+│ (passed|warned)", result.stdout), "silver's gate ran and published"
     assert "funnel conversion" in result.stdout and "Data Docs:" in result.stdout
+
+    # the run reported itself to OpenLineage: one run id, START then COMPLETE, Kafka in, the tables out
+    events = [json.loads(line) for line in (tmp_path / "lineage.jsonl").read_text().splitlines()]
+    assert [(e["job"]["name"], e["eventType"]) for e in events] == [("run", "START"), ("run", "COMPLETE")]
+    assert events[0]["run"]["runId"] == events[1]["run"]["runId"]
+    assert "kafka" in [d["name"] for d in events[1]["inputs"]]
+    assert {"bronze.events", "silver.events", "gold.revenue"} <= {d["name"] for d in events[1]["outputs"]}
     assert (tmp_path / "lake" / "ops" / "quality_results" / "_delta_log").is_dir()
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(truth.to_json())
     assert "embedded broker stopped" in result.stdout

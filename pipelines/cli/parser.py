@@ -27,7 +27,7 @@ from pipelines.cli import (
     stack,
 )
 from pipelines.cli.render import err_console
-from pipelines.config import ConfigError
+from pipelines.config import ConfigError, load_settings
 from pipelines.kafka.broker import BrokerError
 from pipelines.orchestration.stack import StackError
 from pipelines.platform.jars import JarsError
@@ -68,11 +68,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Failed(Exception):
+    """A job command returned a non-zero status: its lineage run ends in FAIL."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _run_with_lineage(args: argparse.Namespace) -> int:
+    """Run the command; a job (a command that writes tables) reports its run to OpenLineage."""
+    from pipelines.ops.lineage import is_job, job_run
+
+    command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+    if not is_job(command):
+        return args.func(args)
+    try:
+        settings = load_settings(profile=args.profile, path=args.config)
+    except ConfigError:
+        return args.func(args)  # the command reports the configuration error itself
+    try:
+        with job_run(settings, command):
+            code = args.func(args)
+            if code:
+                raise _Failed(code)
+            return code
+    except _Failed as failed:
+        return failed.code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     session_before = SparkSession.getActiveSession()
     try:
-        return args.func(args)
+        return _run_with_lineage(args)
     except (ConfigError, BrokerError, JarsError, MetastoreError, StackError, ValueError) as exc:
         if args.debug:
             raise
