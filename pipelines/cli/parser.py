@@ -4,12 +4,16 @@ that turns expected failures into one line and an exit code (``--debug`` shows t
 from __future__ import annotations
 
 import argparse
+import gc
+import os
+import sys
 from collections.abc import Sequence
 
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
 from pipelines.cli import (
+    audit,
     broker,
     bronze,
     builds,
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.add_maintenance_command(commands)
     erase.add_erase_command(commands)
     serve.add_serve_command(commands)
+    audit.add_audit_command(commands)
     stack.add_stack_command(commands)
     config.add_config_command(commands)
     return parser
@@ -75,32 +80,91 @@ class _Failed(Exception):
         self.code = code
 
 
-def _run_with_lineage(args: argparse.Namespace) -> int:
-    """Run the command; a job (a command that writes tables) reports its run to OpenLineage."""
+REFUSED = (ConfigError, BrokerError, JarsError, MetastoreError, StackError, ValueError)  # exit status 2
+PERSONAL_OPTIONS = ("--user-id", "--anonymous-id")  # never written to the audit log
+
+
+def _audited(args: argparse.Namespace, command: str) -> list[dict]:
+    """The audit entries a command makes (outcome added when it ends): replays, erasures, skipped gates."""
+    found = []
+    days = f"{getattr(args, 'from_date', '')}..{getattr(args, 'to_date', '')}"
+    tenants = getattr(args, "tenant", None)
+    if command == "replay":
+        detail = {"tenants": tenants, "layers": args.layers, "skip_gates": args.skip_gates}
+        found.append({"action": "replay", "target": days, "detail": detail})
+    if command == "erase":
+        kind = "user_id" if args.user_id or os.environ.get("LAKEHOUSE_ERASE_USER_ID") else "anonymous_id"
+        found.append({"action": "erasure", "target": f"tenant {args.tenant}", "detail": {"id_kind": kind}})
+    if getattr(args, "skip_gates", False):
+        found.append({"action": "gate_skip", "target": days, "detail": {"command": command, "tenants": tenants}})
+    return found
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    shown, hide = [], False
+    for part in argv:
+        if hide:
+            shown.append("***")
+        elif any(part.startswith(option + "=") for option in PERSONAL_OPTIONS):
+            shown.append(part.split("=", 1)[0] + "=***")
+        else:
+            shown.append(part)
+        hide = part in PERSONAL_OPTIONS
+    return "python -m pipelines " + " ".join(shown)
+
+
+def _run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run the command; a job (a command that writes tables) reports its run to OpenLineage, and replays,
+    erasures, skipped gates and schema changes are recorded in the audit log whatever their outcome."""
     from pipelines.ops.lineage import is_job, job_run
 
     command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
-    if not is_job(command):
+    audited = _audited(args, command)
+    if not is_job(command) and not audited and command != "schemas check":
         return args.func(args)
     try:
         settings = load_settings(profile=args.profile, path=args.config)
     except ConfigError:
         return args.func(args)  # the command reports the configuration error itself
+    code, error = 1, None
     try:
-        with job_run(settings, command):
+        if is_job(command):
+            with job_run(settings, command):
+                code = args.func(args)
+                if code:
+                    raise _Failed(code)
+        else:
             code = args.func(args)
-            if code:
-                raise _Failed(code)
-            return code
     except _Failed as failed:
-        return failed.code
+        code = failed.code
+    except BaseException as exc:
+        code, error = (2 if isinstance(exc, REFUSED) else 1), exc
+        raise
+    finally:
+        _record_audit(settings, command, audited, code, error, argv)
+    return code
+
+
+def _record_audit(
+    settings, command: str, audited: list[dict], code: int, error: BaseException | None, argv: Sequence[str]
+) -> None:
+    from pipelines.ops.audit import record, schema_change
+
+    outcome = "succeeded" if code == 0 and error is None else "refused" if code == 2 else "failed"
+    try:
+        if command == "schemas check" and (change := schema_change(settings)) is not None:
+            audited = [*audited, {"action": "schema_change", "target": str(settings.schemas_dir), "detail": change}]
+        line = _command_line(argv)
+        record(settings, [entry | {"command": line, "outcome": outcome, "exit_code": code} for entry in audited])
+    except Exception as exc:  # the command's own result stands; say loudly that its record is missing
+        err_console.print(f"[red]warning:[/red] audit entry for `{command}` not recorded: {exc}", highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     session_before = SparkSession.getActiveSession()
     try:
-        return _run_with_lineage(args)
+        return _run_command(args, sys.argv[1:] if argv is None else argv)
     except (ConfigError, BrokerError, JarsError, MetastoreError, StackError, ValueError) as exc:
         if args.debug:
             raise
@@ -130,3 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         session = SparkSession.getActiveSession()
         if session is not None and session is not session_before:
             session.stop()
+        # delta-rs handles (a dataset's filesystem, its tokio runtime) sit in reference cycles: collected at
+        # interpreter teardown, their native threads abort the process ("terminate called without an active
+        # exception", exit 134) about one run in ten. Collected here, while the interpreter is whole, they end.
+        gc.collect()

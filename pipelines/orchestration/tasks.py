@@ -3,6 +3,7 @@ run builds, the bronze sensor's poke, and a replay's plan."""
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -61,6 +62,7 @@ def bronze_is_complete(settings: Settings, days: dict[str, str], log: Any) -> bo
     end = datetime.fromisoformat(days["to"]).replace(tzinfo=UTC) + timedelta(days=1)
     state = bronze_caught_up(settings, end)
     log.info("%s", state.reason)
+    gc.collect()  # the poke's delta-rs handles end now, not at the task process's teardown (see cli.parser.main)
     return state.caught_up
 
 

@@ -93,6 +93,20 @@ BRONZE_QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+# ops.audit_log: one row per audited action (replay, erasure, skipped gates, schema change), appended by the CLI.
+AUDIT_SCHEMA = pa.schema(
+    [
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("actor", pa.string()),  # who: LAKEHOUSE_AUDIT_ACTOR (e.g. set by the scheduler), else the OS user
+        ("action", pa.string()),  # replay | erasure | gate_skip | schema_change
+        ("command", pa.string()),  # the command line, minus personal identifiers
+        ("target", pa.string()),  # what it touched: a day range, a tenant, tables, the schema folder
+        ("detail", pa.string()),  # JSON
+        ("outcome", pa.string()),  # succeeded | failed | refused
+        ("exit_code", pa.int32()),
+    ]
+)
+
 # ops.bronze_progress: one row per Kafka partition and committed micro-batch (what ``freshness`` aggregates).
 PROGRESS_SCHEMA = pa.schema(
     [
@@ -158,6 +172,11 @@ TABLES: tuple[TableSpec, ...] = (
         layer="ops", name="maintenance_runs", partitioned_by=(),
         writer="maintenance run", pii=NO_PII, upstream=(),
         description="one row per table and maintenance action: files removed and added, rows deleted",
+    ),
+    TableSpec(
+        layer="ops", name="audit_log", partitioned_by=(),
+        writer="audit", pii=NO_PII, upstream=(), schema=AUDIT_SCHEMA,
+        description="append-only: who replayed, erased, skipped a gate or changed a schema, when, and the outcome",
     ),
     TableSpec(
         layer="ops", name="erasure_requests", partitioned_by=(),
