@@ -151,7 +151,7 @@ def _endpoint(
         fmt = params["format"] or ("csv" if "text/csv" in accept else "json")
         filters = {name: params[name] for name in metric.filters if params[name] is not None}
         try:
-            version, dataset = reader.latest(metric.table)
+            version = reader.version(metric.table)
         except NotPublished as exc:
             raise ApiError(503, str(exc)) from None
         key = (tenant, first, last, tuple(sorted(filters.items())), fmt)
@@ -160,7 +160,7 @@ def _endpoint(
         if cached is None:
             state = "miss"
             try:
-                rows = select_rows(metric, dataset, tenant, first, last, filters)
+                rows = select_rows(metric, reader.dataset(metric.table, version), tenant, first, last, filters)
             except FilterError as exc:
                 raise ApiError(400, str(exc), exc.parameter) from None
             envelope = {"tenant": tenant, "table": f"gold.{metric.table}", "version": version}

@@ -94,8 +94,9 @@ class GoldReader:
     def path(self, table: str) -> str:
         return self._lake.table("gold", table)
 
-    def latest(self, table: str) -> tuple[int, pa.dataset.Dataset]:
-        """The table's newest version and a dataset of exactly that version's files."""
+    def version(self, table: str) -> int:
+        """The table's newest version: only log entries newer than the last request are read (a cache hit costs
+        no more than this)."""
         from deltalake import DeltaTable
 
         with self._locks[table]:
@@ -106,7 +107,17 @@ class GoldReader:
                 handle = self._tables[table] = DeltaTable(self.path(table), storage_options=self._storage)
             else:
                 handle.update_incremental()
-            return handle.version(), handle.to_pyarrow_dataset()
+            return handle.version()
+
+    def dataset(self, table: str, version: int) -> pa.dataset.Dataset:
+        """Exactly ``version``'s files (a publication between the version check and this read is not mixed in)."""
+        from deltalake import DeltaTable
+
+        with self._locks[table]:
+            handle = self._tables[table]
+            if handle.version() == version:
+                return handle.to_pyarrow_dataset()
+        return DeltaTable(self.path(table), version=version, storage_options=self._storage).to_pyarrow_dataset()
 
 
 def select_rows(
