@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -104,18 +104,19 @@ def latencies(address: str, token: str, mix: list, rounds: int, expect_cache: st
     return samples
 
 
-def throughput(address: str, token: str, mix: list, clients: int, seconds: float) -> float:
+def concurrently(clients: int, seconds: float, connect: Callable[[], Callable[[int], None]]) -> float:
+    """Requests/s of ``clients`` threads for ``seconds``: each opens its own connection (``connect``) and sends
+    request n, n + clients, ... of the mix (the function ``connect`` returns sends one)."""
     done = [0] * clients
     deadline = time.monotonic() + seconds
 
     def client(index: int) -> None:
-        connection = http.client.HTTPConnection(address, timeout=60)
+        send = connect()
         n = index
         while time.monotonic() < deadline:
-            _get(connection, _path(*mix[n % len(mix)]), token, None)
+            send(n)
             done[index] += 1
             n += clients
-        connection.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     started = time.monotonic()
@@ -124,6 +125,14 @@ def throughput(address: str, token: str, mix: list, clients: int, seconds: float
     for thread in threads:
         thread.join()
     return sum(done) / (time.monotonic() - started)
+
+
+def throughput(address: str, token: str, mix: list, clients: int, seconds: float) -> float:
+    def connect() -> Callable[[int], None]:
+        connection = http.client.HTTPConnection(address, timeout=60)
+        return lambda n: _get(connection, _path(*mix[n % len(mix)]), token, None)
+
+    return concurrently(clients, seconds, connect)
 
 
 def _row(name: str, samples: list[float], rate: float, baseline_p50: float | None) -> dict[str, Any]:
@@ -187,26 +196,17 @@ def sql_latencies(port: int, password: str, mix: list, rounds: int) -> list[floa
 
 
 def sql_throughput(port: int, password: str, mix: list, clients: int, seconds: float) -> float:
-    done = [0] * clients
-    deadline = time.monotonic() + seconds
-
-    def client(index: int) -> None:
+    def connect() -> Callable[[int], None]:
         cursor = _sql_connection(port, password).cursor()
-        n = index
-        while time.monotonic() < deadline:
+
+        def send(n: int) -> None:
             query, tenant, a, b = mix[n % len(mix)]
             cursor.execute(SQL[query].format(t=tenant, a=a, b=b))
             cursor.fetchall()
-            done[index] += 1
-            n += clients
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.monotonic() - started)
+        return send
+
+    return concurrently(clients, seconds, connect)
 
 
 def run(events: int, rounds: int, clients: int, seconds: float) -> tuple[list[dict[str, Any]], str]:

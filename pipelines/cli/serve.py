@@ -83,7 +83,8 @@ def cmd_serve_sql(args: argparse.Namespace) -> int:
 def cmd_sql_user_add(args: argparse.Namespace) -> int:
     import os
 
-    from pipelines.serve.sql import ALL_TENANTS, users_file
+    from pipelines.serve.sql import users_file
+    from pipelines.serve.tokens import ALL_TENANTS
 
     if bool(args.tenant) == args.all_tenants:
         raise ValueError("sql-user add: give exactly one of --tenant T or --all-tenants")

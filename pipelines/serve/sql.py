@@ -30,13 +30,13 @@ from pipelines.config import Settings
 from pipelines.platform.catalog import name_tables
 from pipelines.platform.jars import jar_paths, jars_root
 from pipelines.platform.spark import build_spark, spark_conf
+from pipelines.serve.tokens import write_private
 
 SOURCES = Path("infra") / "sql-endpoint" / "src"  # in the project directory
 EXTENSION = "lakehouse.sql.TenantIsolation"
 AUTHENTICATOR = "lakehouse.sql.PasswordAuthenticator"
 CUSTOM_CLASS_KEY = "hive.server2.custom.authentication.class"
 USERS_FILE_ENV = "LAKEHOUSE_SQL_USERS_FILE"
-ALL_TENANTS = "*"
 ITERATIONS = 120_000
 
 
@@ -84,13 +84,8 @@ class SqlUsers:
         self._write(["\t".join(fields) for fields in kept])
 
     def _write(self, lines: list[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_suffix(".tmp")
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("# name\ttenant\titerations\tsalt\tpbkdf2-sha256 (written by `serve sql-user`)\n")
-            out.write("".join(line + "\n" for line in lines))
-        os.replace(staging, self.path)
+        header = "# name\ttenant\titerations\tsalt\tpbkdf2-sha256 (written by `serve sql-user`)\n"
+        write_private(self.path, header + "".join(line + "\n" for line in lines))
 
 
 def users_file(settings: Settings) -> SqlUsers:

@@ -86,9 +86,15 @@ class TokenStore:
             return self._by_hash.get(_digest(secret))
 
     def _write(self, tokens: list[Token]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_suffix(".tmp")
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"tokens": [asdict(t) for t in tokens]}, out, indent=2)
-        os.replace(staging, self.path)  # readers see the old file or the new one, never half of it
+        write_private(self.path, json.dumps({"tokens": [asdict(t) for t in tokens]}, indent=2))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only (mode 600 from creation, never wider);
+    readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".tmp")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(staging, path)
