@@ -65,6 +65,8 @@ def entries(settings: Settings, action: str | None = None, since: datetime | Non
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
+    from pipelines.platform.tables import arrow_dataset
+
     path = Lake(settings).table("ops", "audit_log")
     options = settings.lake_storage_options() or None
     if not DeltaTable.is_deltatable(path, storage_options=options):
@@ -75,7 +77,7 @@ def entries(settings: Settings, action: str | None = None, since: datetime | Non
     if since:
         bound = ds.field("at") >= since
         condition = bound if condition is None else condition & bound
-    rows = DeltaTable(path, storage_options=options).to_pyarrow_dataset().to_table(filter=condition)
+    rows = arrow_dataset(path, options).to_table(filter=condition)
     return sorted(rows.to_pylist(), key=lambda row: row["at"])
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from pipelines.config import Settings
 from pipelines.platform.batch import table_exists
 from pipelines.platform.lake import Lake
+from pipelines.platform.tables import arrow_dataset
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,12 @@ def bronze_caught_up(settings: Settings, since: datetime) -> CatchUp:
     """Whether the latest lag report at or after ``since`` (timezone-aware) is zero on every partition."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
-    from deltalake import DeltaTable
 
     path = Lake(settings).table("ops", "bronze_lag")
     if not table_exists(settings, path):
         return CatchUp(False, f"no lag reports yet ({path}): is the bronze stream running?")
-    reports = (
-        DeltaTable(path, storage_options=settings.lake_storage_options() or None)
-        .to_pyarrow_dataset()
-        .to_table(columns=["topic", "partition", "lag", "reported_at"], filter=ds.field("reported_at") >= since)
+    reports = arrow_dataset(path, settings.lake_storage_options() or None).to_table(
+        columns=["topic", "partition", "lag", "reported_at"], filter=ds.field("reported_at") >= since
     )
     if reports.num_rows == 0:
         return CatchUp(False, f"the bronze stream has not reported since {since.isoformat()}")
