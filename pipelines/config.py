@@ -255,6 +255,25 @@ class LineageConfig(_Strict):
         return self
 
 
+class OpsConfig(_Strict):
+    """Operating the platform: `status`, alerts and Prometheus metrics (pipelines/ops/)."""
+
+    state_dir: str = ".lakehouse/ops"  # the running stream's status file and metrics address
+    alert_rules: str = "conf/alerts.yaml"  # thresholds `status` checks and `alerts check` notifies about
+    alert_schedule: str | None = "*/5 * * * *"  # lakehouse_alerts DAG; None: triggered by hand only
+    webhook_url_env: str | None = "LAKEHOUSE_ALERT_WEBHOOK_URL"  # env var holding the webhook URL (a secret)
+    webhook_url: str | None = None  # or the URL itself, when it is not a secret (e.g. a local receiver)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    metrics_host: str = "127.0.0.1"  # Prometheus endpoints of the stream and of `metrics serve`
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # the stream's; 0: a free port (in its status file)
+    exporter_port: int = Field(default=0, ge=0, le=65535)  # `metrics serve`; 0: a free port, printed
+
+    def webhook(self) -> str | None:
+        if self.webhook_url:
+            return self.webhook_url
+        return os.environ.get(self.webhook_url_env) if self.webhook_url_env else None
+
+
 class Settings(_Strict):
     """The resolved configuration of one profile."""
 
@@ -277,6 +296,7 @@ class Settings(_Strict):
     orchestration: OrchestrationConfig = OrchestrationConfig()
     serve: ServeConfig = ServeConfig()
     lineage: LineageConfig = LineageConfig()
+    ops: OpsConfig = OpsConfig()
 
     def resolve_path(self, path: str) -> str:
         """Relative local paths are relative to the project directory, so commands work from any cwd."""

@@ -44,6 +44,7 @@ def settings(broker: BrokerHandle, metastore: MetastoreHandle, tmp_session_dir: 
         "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_session_dir / "broker"),
         "LAKEHOUSE__SPARK__MASTER": "local[2]",
         "LAKEHOUSE__CATALOG__STATE_DIR": str(tmp_session_dir / "metastore"),
+        "LAKEHOUSE__OPS__STATE_DIR": str(tmp_session_dir / "ops"),
         # The generator's data has fixed dates (2026-11 by default) and bronze quarantines by age against the
         # wall clock: a century keeps that data valid on any date. The limits are tested with events placed
         # relative to now (test_bronze.py).
@@ -65,7 +66,8 @@ def isolated_settings(settings: Settings, broker: BrokerHandle, tmp_path: Path) 
         }
     )
     lake = settings.lake.model_copy(update={"root": str(tmp_path / "lake")})
-    isolated = settings.model_copy(update={"kafka": kafka, "lake": lake})
+    ops = settings.ops.model_copy(update={"state_dir": str(tmp_path / "ops")})
+    isolated = settings.model_copy(update={"kafka": kafka, "lake": lake, "ops": ops})
     ensure_topics(isolated, broker.bootstrap_servers)
     return isolated
 

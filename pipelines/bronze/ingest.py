@@ -3,7 +3,8 @@
 ``BatchWriter`` is the query's ``foreachBatch`` function. Each Delta append carries the streaming query id
 and batch id as its transaction id, so a batch Spark replays after a crash is skipped by the tables that
 already hold it: a kill between two commits neither loses nor doubles a row. ``ensure_tables`` creates the
-tables it writes (and ops.bronze_lag, see ``pipelines.bronze.monitoring``) before the query starts.
+tables it writes (and ops.bronze_lag and ops.job_metrics, see ``pipelines.bronze.monitoring``) before the query
+starts.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ from pipelines.platform.registry import table
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from pipelines.bronze.metrics import StreamMetrics
+
 log = logging.getLogger(__name__)
 
 EVENTS, QUARANTINE = table("bronze", "events"), table("bronze", "quarantine")
 PROGRESS, LAG = table("ops", "bronze_progress"), table("ops", "bronze_lag")
+JOB_METRICS = table("ops", "job_metrics")
 
 
 def ensure_tables(spark: SparkSession, settings: Settings) -> None:
     """Create the bronze and ops tables on first run and name them in the catalog (no-op afterwards)."""
     from pipelines.platform.catalog import ensure_table
 
-    for spec in (EVENTS, QUARANTINE, PROGRESS, LAG):
+    for spec in (EVENTS, QUARANTINE, PROGRESS, LAG, JOB_METRICS):
         ensure_table(spark, settings, spec.layer, spec.name, spec.schema, list(spec.partitioned_by))
 
 
@@ -44,11 +48,19 @@ class BatchWriter:
     progress rows go last: a progress row means both data commits of its batch are in.
     """
 
-    def __init__(self, settings: Settings, checkpoint: str, registry: SchemaRegistry, limits: TimestampLimits) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        checkpoint: str,
+        registry: SchemaRegistry,
+        limits: TimestampLimits,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
         self.lake = Lake(settings)
         self.checkpoint = checkpoint
         self.registry = registry
         self.limits = limits
+        self.metrics = metrics
         self._query_id: str | None = None
 
     def query_id(self, spark: SparkSession) -> str:
@@ -96,6 +108,8 @@ class BatchWriter:
             self._append(spark.createDataFrame(rows, _spark_schema(PROGRESS.schema)), self.lake.bronze_progress, txn)
         finally:
             parsed.unpersist()
+        if self.metrics is not None:
+            self.metrics.routed(sum(r["events"] for r in progress), sum(r["quarantined"] for r in progress))
         counted = sum(r["events"] + r["quarantined"] for r in progress)
         log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(progress))
 

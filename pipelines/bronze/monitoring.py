@@ -1,8 +1,10 @@
 """Monitoring of the bronze query: consumer lag per Kafka partition, freshness and row counts.
 
-``LagRecorder`` listens to the query's progress reports and appends the lag to ops.bronze_lag; ``freshness``
+``LagRecorder`` listens to the query's progress reports, appends the lag to ops.bronze_lag and each batch's
+figures to ops.job_metrics (history that survives restarts), and feeds the live ``StreamMetrics``; ``freshness``
 combines that with ops.bronze_progress (written by ``pipelines.bronze.ingest``) into the signal downstream
-jobs and Airflow sensors read; ``table_counts`` feeds summaries and reconciliation.
+jobs and Airflow sensors read; ``table_counts`` feeds summaries and reconciliation; ``checkpoint_offsets`` reads
+what the query has committed straight from its checkpoint (for ``status`` and idle catch-up runs).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
+from pipelines.bronze.metrics import StreamMetrics
 from pipelines.bronze.parse import _spark_schema
 from pipelines.config import Settings
 from pipelines.platform.lake import Lake
-from pipelines.platform.registry import LAG_SCHEMA
+from pipelines.platform.registry import JOB_METRICS_SCHEMA, LAG_SCHEMA
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,42 +37,111 @@ class LagRecorder(StreamingQueryListener):
     second Delta writer (native threads) lives in the streaming process.
     """
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(
+        self, settings: Settings, metrics: StreamMetrics | None = None, catch_up_started: dt.datetime | None = None
+    ) -> None:
+        lake = Lake(settings)
+        self.settings = settings
         self.path = lake.table("ops", "bronze_lag")
-        self.query_id: str | None = None  # set once the query has started; other queries are ignored
+        self.query_name = settings.bronze.query_name
+        self.metrics_path = lake.table("ops", "job_metrics")
+        self.metrics = metrics
+        self.query_id: str | None = None  # set when the query named query_name starts; others are ignored
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, ...]] = []
+        self._pending_metrics: list[tuple[Any, ...]] = []
+        self._last_report: list[dict[str, Any]] = []  # per partition, for idle triggers
+        self.reported = False  # a progress report (not only idle triggers) arrived
+        self.catch_up_started = catch_up_started  # a catch-up (AvailableNow) run: when it started
         self._closed = False
         self._terminated = threading.Event()
 
-    def detach(self, spark: SparkSession, timeout_s: float = 5.0) -> None:
-        """Stop listening, then write what was still queued. Spark delivers the query's last progress report
-        before its termination event, so when the query has ended this waits (briefly) for that event."""
+    def detach(self, spark: SparkSession, timeout_s: float = 5.0, error: str | None = None) -> None:
+        """Stop listening, then write what was still queued and mark the stream stopped (or failed with
+        ``error``). Spark delivers the query's last progress report before its termination event, so when the
+        query has ended this waits (briefly) for that event."""
         if all(str(q.id) != self.query_id for q in spark.streams.active):  # the query has ended
             self._terminated.wait(timeout_s)
         spark.streams.removeListener(self)
+        if self.catch_up_started is not None and not self.reported and error is None:
+            self.caught_up(self.catch_up_started)
         with self._lock:
             self._closed = True
         self.flush(spark)
+        if self.metrics is not None:
+            self.metrics.stopped(error)
 
     def flush(self, spark: SparkSession) -> int:
         """Append the queued rows to ops.bronze_lag; returns how many. Lag is advisory: a failed write is
         logged and never breaks ingestion."""
         with self._lock:
             rows, self._pending = self._pending, []
-        if rows:
-            try:
-                frame = spark.createDataFrame(rows, _spark_schema(LAG_SCHEMA))
-                frame.write.format("delta").mode("append").save(self.path)
-            except Exception:
-                log.exception("could not record bronze lag")
+            metric_rows, self._pending_metrics = self._pending_metrics, []
+        for pending, schema, path in (
+            (rows, LAG_SCHEMA, self.path),
+            (metric_rows, JOB_METRICS_SCHEMA, self.metrics_path),
+        ):
+            if pending:
+                try:
+                    spark.createDataFrame(pending, _spark_schema(schema)).write.format("delta").mode("append").save(
+                        path
+                    )
+                except Exception:
+                    log.exception("could not record the bronze stream's %s", path.rsplit("/", 1)[-1])
         return len(rows)
 
     def onQueryStarted(self, event: Any) -> None:
-        pass
+        """Learn the query's id from its start event: Spark delivers it before any report, while ``start()``
+        may return after a short catch-up run has already reported (its reports were lost before)."""
+        if event.name == self.query_name:
+            self.query_id = str(event.id)
+
+    def caught_up(self, at: dt.datetime) -> None:
+        """Record zero lag at ``at`` on every partition the checkpoint has committed: for a catch-up run whose
+        reports said nothing (Spark posts a batch that found nothing new as idle, not as progress), which was
+        caught up when it started."""
+        with self._lock:
+            rows = self._committed_rows(at)
+            self._pending.extend(tuple(row[name] for name in LAG_SCHEMA.names) for row in rows)
+
+    def _committed_rows(self, at: dt.datetime) -> list[dict[str, Any]]:
+        offsets = checkpoint_offsets(self.settings)
+        return [
+            {
+                "query_id": self.query_id,
+                "batch_id": -1,
+                "topic": topic,
+                "partition": int(partition),
+                "committed_offset": offset,
+                "latest_offset": offset,
+                "lag": 0,
+                "reported_at": at,
+            }
+            for topic, partitions in sorted(offsets.items())
+            for partition, offset in sorted(partitions.items())
+        ]
 
     def onQueryIdle(self, event: Any) -> None:
-        pass
+        """Spark reports an idle trigger (no new offset on any partition) here instead of a progress report, every
+        ``spark.sql.streaming.noDataProgressEventInterval``: the stream is caught up, so its lag is zero now -
+        what freshness, the sensor and ``status`` need to tell an idle stream from a stopped one. A stream
+        restarted with nothing new has no report yet: its partitions come from the checkpoint."""
+        if str(event.id) != self.query_id:
+            return
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            if self._last_report:
+                caught_up = [
+                    row | {"committed_offset": row["latest_offset"], "lag": 0, "reported_at": now}
+                    for row in self._last_report
+                ]
+            else:
+                caught_up = self._committed_rows(now)
+            self._last_report = caught_up
+            if not self._closed:
+                self._pending.extend(tuple(row[name] for name in LAG_SCHEMA.names) for row in caught_up)
+        if self.metrics is not None:
+            self.metrics.idle(caught_up)
 
     def onQueryTerminated(self, event: Any) -> None:
         if str(event.id) == self.query_id:
@@ -80,9 +152,33 @@ class LagRecorder(StreamingQueryListener):
         if str(progress.id) != self.query_id:
             return
         rows = lag_rows(str(progress.id), progress.batchId, progress.sources)
+        if self.metrics is not None:
+            self.metrics.progress(progress, rows)
         with self._lock:
+            self._last_report = rows
+            self.reported = True
             if not self._closed:
                 self._pending.extend(tuple(row[name] for name in LAG_SCHEMA.names) for row in rows)
+                if progress.numInputRows:
+                    self._pending_metrics.extend(batch_metric_rows(progress, rows))
+
+
+def batch_metric_rows(progress: Any, lag: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """ops.job_metrics rows of one micro-batch that read rows: its size, duration, rates and lag."""
+    at = dt.datetime.now(dt.UTC)
+    values = {
+        "input_rows": progress.numInputRows,
+        "batch_duration_seconds": (progress.durationMs or {}).get("triggerExecution", 0) / 1000,
+        "input_rows_per_second": progress.inputRowsPerSecond,
+        "processed_rows_per_second": progress.processedRowsPerSecond,
+        "offsets_behind": sum(row["lag"] for row in lag),
+    }
+    labels = json.dumps({"batch_id": progress.batchId})
+    return [
+        (at, "bronze run", str(progress.id), name, labels, float(value))
+        for name, value in values.items()
+        if value is not None and value == value
+    ]
 
 
 def _offsets(text: str | None) -> dict[str, dict[str, int]]:
@@ -165,3 +261,52 @@ def table_counts(spark: SparkSession, settings: Settings, path: str, columns: li
         return {}
     grouped = spark.read.format("delta").load(path).groupBy(*columns).count().collect()
     return {tuple(row[c] for c in columns): row["count"] for row in grouped}
+
+
+def checkpoint_offsets(settings: Settings) -> dict[str, dict[str, int]]:
+    """{topic: {partition: next offset}} the bronze query has committed, from its checkpoint ({}: none yet).
+
+    Spark writes ``offsets/<batch>`` (each source's end offsets) before a batch runs and ``commits/<batch>``
+    once its sink committed, so the offsets of the newest committed batch are what bronze holds.
+    """
+    filesystem, root = _filesystem(settings, Lake(settings).checkpoint(settings.bronze.query_name))
+    from pyarrow.fs import FileSelector, FileType
+
+    if filesystem.get_file_info(f"{root}/commits").type != FileType.Directory:
+        return {}
+    committed = [
+        int(info.base_name)
+        for info in filesystem.get_file_info(FileSelector(f"{root}/commits"))
+        if info.base_name.isdigit()
+    ]
+    if not committed:
+        return {}
+    with filesystem.open_input_stream(f"{root}/offsets/{max(committed)}") as stream:
+        lines = stream.read().decode().splitlines()
+    offsets: dict[str, dict[str, int]] = {}
+    for line in lines[2:]:  # "v1", the batch's metadata, then one line per source
+        if line.strip().startswith("{"):
+            for topic, partitions in json.loads(line).items():
+                offsets.setdefault(topic, {}).update({str(p): int(o) for p, o in partitions.items()})
+    return offsets
+
+
+def _filesystem(settings: Settings, uri: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for a local folder or an s3:// (s3a://) URI with the lake's credentials."""
+    from pyarrow import fs
+
+    if "://" not in uri or uri.startswith("file://"):
+        return fs.LocalFileSystem(), uri.removeprefix("file://")
+    scheme, path = uri.split("://", 1)
+    if scheme not in ("s3", "s3a"):
+        raise ValueError(f"{uri}: status reads local and s3:// checkpoints only")
+    options = settings.lake_storage_options()
+    endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
+    filesystem = fs.S3FileSystem(
+        access_key=options.get("AWS_ACCESS_KEY_ID"),
+        secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+        region=options.get("AWS_REGION", "us-east-1"),
+        endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
+        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
+    )
+    return filesystem, path

@@ -7,12 +7,14 @@ drives it until caught up or until SIGTERM/Ctrl-C, stopping only between commits
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
 from pipelines.bronze.ingest import BatchWriter, ensure_tables
+from pipelines.bronze.metrics import StreamMetrics
 from pipelines.bronze.monitoring import LagRecorder
 from pipelines.bronze.parse import INGESTED_AT, TimestampLimits
 from pipelines.config import Settings
@@ -57,8 +59,13 @@ def start_bronze(
     lake = Lake(settings)
     ensure_tables(spark, settings)
     checkpoint = lake.checkpoint(settings.bronze.query_name)
+    metrics = StreamMetrics(settings, serve=not once)  # a catch-up run is too short-lived to be scraped
     writer = BatchWriter(
-        settings, checkpoint, SchemaRegistry.load(settings.schemas_dir), TimestampLimits.from_settings(settings)
+        settings,
+        checkpoint,
+        SchemaRegistry.load(settings.schemas_dir),
+        TimestampLimits.from_settings(settings),
+        metrics,
     )
     from pyspark.sql import functions as F
 
@@ -75,7 +82,7 @@ def start_bronze(
         stream = stream.trigger(availableNow=True)
     else:
         stream = stream.trigger(processingTime=settings.bronze.trigger_interval)
-    recorder = LagRecorder(lake)
+    recorder = LagRecorder(settings, metrics, catch_up_started=dt.datetime.now(dt.UTC) if once else None)
     spark.streams.addListener(recorder)
     query = stream.start()
     recorder.query_id = str(query.id)
@@ -96,16 +103,19 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
         stop_requested.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    error: str | None = "interrupted"
     try:
         while query.isActive and not stop_requested.is_set():
             query.awaitTermination(0.5)
             recorder.flush(spark)
         if query.isActive:
             query.stop()
-        if query.exception() is not None:
-            raise query.exception()  # type: ignore[misc]
+        failure = query.exception()
+        error = str(failure).strip().splitlines()[0][:500] if failure is not None else None
+        if failure is not None:
+            raise failure  # type: ignore[misc]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        recorder.detach(spark)
+        recorder.detach(spark, error=error)
     return query

@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
@@ -29,6 +30,7 @@ from pipelines.cli import (
     schemas,
     serve,
     stack,
+    status,
 )
 from pipelines.cli.render import err_console
 from pipelines.config import ConfigError, load_settings
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order --help lists them; each command group's module defines its sub-commands and options.
     run.add_run_command(commands)
+    status.add_status_command(commands)
     broker.add_broker_command(commands)
     metastore.add_metastore_command(commands)
     catalog.add_catalog_command(commands)
@@ -126,10 +129,10 @@ def _run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         settings = load_settings(profile=args.profile, path=args.config)
     except ConfigError:
         return args.func(args)  # the command reports the configuration error itself
-    code, error = 1, None
+    code, error, run_id, started = 1, None, "", datetime.now(UTC)
     try:
         if is_job(command):
-            with job_run(settings, command):
+            with job_run(settings, command) as run_id:
                 code = args.func(args)
                 if code:
                     raise _Failed(code)
@@ -142,7 +145,18 @@ def _run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise
     finally:
         _record_audit(settings, command, audited, code, error, argv)
+        if is_job(command):
+            _record_metrics(settings, command, run_id, started, code)
     return code
+
+
+def _record_metrics(settings, command: str, run_id: str, started: datetime, code: int) -> None:
+    from pipelines.ops.metrics import record_job
+
+    try:
+        record_job(settings, command, run_id, started, code)
+    except Exception as exc:  # the job's result stands; its metrics are history, not its outcome
+        err_console.print(f"[yellow]warning:[/yellow] metrics of `{command}` not recorded: {exc}", highlight=False)
 
 
 def _record_audit(

@@ -138,6 +138,34 @@ LAG_SCHEMA = pa.schema(
     ]
 )
 
+# ops.job_metrics: the history of the figures jobs report (what Prometheus scrapes live), one row per value:
+# every bronze micro-batch that read rows, and every job command's run (duration, rows written, gate outcomes).
+JOB_METRICS_SCHEMA = pa.schema(
+    [
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("job", pa.string()),  # the command: "bronze run", "silver build", ...
+        ("run_id", pa.string()),  # the stream's query id, or the job run's OpenLineage run id
+        ("metric", pa.string()),  # e.g. input_rows, duration_seconds, rows_written, gate_rules
+        ("labels", pa.string()),  # JSON object, e.g. {"table": "silver.events"}
+        ("value", pa.float64()),
+    ]
+)
+
+# ops.alert_events: one row per notification sent: an incident firing, then resolved (same incident_id).
+ALERT_EVENTS_SCHEMA = pa.schema(
+    [
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("incident_id", pa.string()),
+        ("key", pa.string()),  # rule and subject: one open incident per key
+        ("rule", pa.string()),
+        ("severity", pa.string()),
+        ("state", pa.string()),  # firing | resolved
+        ("subject", pa.string()),
+        ("message", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
 _SILVER_EVENTS = ("silver.events",)
 _SILVER_BUILD = "silver build"
 
@@ -177,6 +205,16 @@ TABLES: tuple[TableSpec, ...] = (
         layer="ops", name="audit_log", partitioned_by=(),
         writer="audit", pii=NO_PII, upstream=(), schema=AUDIT_SCHEMA,
         description="append-only: who replayed, erased, skipped a gate or changed a schema, when, and the outcome",
+    ),
+    TableSpec(
+        layer="ops", name="job_metrics", partitioned_by=(),
+        writer="bronze run, every job command", pii=NO_PII, upstream=(), schema=JOB_METRICS_SCHEMA,
+        description="history of the jobs' metrics: micro-batch sizes, durations, rates, rows written, gate outcomes",
+    ),
+    TableSpec(
+        layer="ops", name="alert_events", partitioned_by=(),
+        writer="alerts check", pii=NO_PII, upstream=(), schema=ALERT_EVENTS_SCHEMA,
+        description="every alert notification: an incident firing and its resolve, with rule, subject and value",
     ),
     TableSpec(
         layer="ops", name="erasure_requests", partitioned_by=(),
