@@ -117,6 +117,14 @@ def test_main_job_runs_the_chain_and_prints_a_true_gold_summary(tmp_path: Path) 
     assert "kafka" in [d["name"] for d in events[1]["inputs"]]
     assert {"bronze.events", "silver.events", "gold.revenue"} <= {d["name"] for d in events[1]["outputs"]}
     assert (tmp_path / "lake" / "ops" / "quality_results" / "_delta_log").is_dir()
+    # ... and its metrics (ops.job_metrics, what `metrics serve` exports): outcome, rows written, gate rules
+    from pipelines.platform.tables import arrow_dataset
+
+    recorded = arrow_dataset(str(tmp_path / "lake" / "ops" / "job_metrics")).to_table().to_pylist()
+    run_metrics = {(r["metric"], r["labels"]): r["value"] for r in recorded if r["run_id"] == events[0]["run"]["runId"]}
+    assert run_metrics[("succeeded", "{}")] == 1.0 and run_metrics[("duration_seconds", "{}")] > 0
+    assert run_metrics[("rows_written", '{"table": "bronze.events"}')] == bronze_total
+    assert run_metrics[("gate_rules", '{"outcome": "passed", "table": "silver.events"}')] > 0
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(truth.to_json())
     assert "embedded broker stopped" in result.stdout
     assert not (tmp_path / "broker" / "broker.json").exists(), "the broker it started is stopped"

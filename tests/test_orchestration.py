@@ -174,6 +174,7 @@ def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str])
         "lakehouse_bronze_catchup",
         "lakehouse_maintenance",
         "lakehouse_erasure",
+        "lakehouse_alerts",
     }
     for dag_id in bag.dag_ids:
         dag = bag.get_dag(dag_id)
@@ -184,10 +185,64 @@ def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str])
             refusing = task.task_id in {"plan", "silver_chunks", "gold_chunks", "wait_for_bronze", "validate"}
             assert task.retries >= 2 or refusing, (dag_id, task.task_id)  # those fail for a reason a retry keeps
             assert task.execution_timeout is not None, (dag_id, task.task_id)
+    assert bag.get_dag("lakehouse_alerts").max_active_runs == 1  # one evaluator at a time: one notification
     medallion = bag.get_dag("lakehouse_medallion")  # the run dated D builds D: backfill dates are the days built
     assert type(medallion.timetable).__name__ == "CronDataIntervalTimetable"
     spark_tasks = [t for d in bag.dags.values() for t in d.tasks if type(t).__name__ == "LakehouseJobOperator"]
     assert spark_tasks and all(t._conn_id == "lakehouse_spark" for t in spark_tasks)
+
+
+@pytest.mark.integration
+def test_alerts_dag_notifies_an_incident_once(airflow_env: dict[str, str], tmp_path: Path) -> None:
+    """`dag.test()` of lakehouse_alerts on a lake whose bronze quarantined half of the last hour's messages."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pipelines.platform.registry import PROGRESS_SCHEMA
+    from tests.support.webhook import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text("rules:\n  - {name: bad_input, kind: quarantine_rate, max_pct: 5.0, window_hours: 1}\n")
+    environ = {
+        "LAKEHOUSE_PROFILE": "local",
+        "LAKEHOUSE__LAKE__ROOT": str(tmp_path / "lake"),
+        "LAKEHOUSE__EMBEDDED_BROKER__STATE_DIR": str(tmp_path / "broker"),  # none running: lag is not a rule here
+        "LAKEHOUSE__OPS__STATE_DIR": str(tmp_path / "ops"),
+        "LAKEHOUSE__OPS__ALERT_RULES": str(rules),
+        "LAKEHOUSE__OPS__WEBHOOK_URL": receiver.url,
+    }
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in environ.items():
+                patch.setenv(key, value)
+            now = datetime.now(UTC)
+            batch = {
+                "query_id": "q",
+                "batch_id": 0,
+                "topic": "user.activity",
+                "partition": 0,
+                "min_offset": 0,
+                "max_offset": 99,
+                "events": 50,
+                "quarantined": 50,
+                "max_occurred_at": now,
+                "max_kafka_timestamp": now,
+                "max_ingested_at": now,
+            }
+            progress = Lake(load_settings()).bronze_progress
+            write_deltalake(progress, pa.Table.from_pylist([batch], schema=PROGRESS_SCHEMA))
+            dag = _dagbag(airflow_env).get_dag("lakehouse_alerts")
+            first = dag.test()
+            assert str(first.state) == "success"
+            assert [(b["status"], b["key"], b["severity"]) for b in receiver.received] == [
+                ("firing", "bad_input:bronze.quarantine", "critical")
+            ]
+            assert "50 of 100 messages quarantined" in receiver.received[0]["message"]
+            second = dag.test()
+            assert str(second.state) == "success" and len(receiver.received) == 1  # still open: not sent again
+    finally:
+        receiver.close()
 
 
 @pytest.fixture(scope="module")

@@ -117,3 +117,53 @@ def test_unreachable_broker_reports_undelivered(isolated_settings: Settings) -> 
     producer.publish(page_view("acme", "u1", 1))
     with pytest.raises(ProduceError, match="not delivered"):
         producer.flush(timeout_s=10)
+
+
+def test_the_current_opentelemetry_trace_travels_to_bronze(spark, isolated_settings: Settings, broker) -> None:
+    """A producer inside an OpenTelemetry span sends its W3C traceparent; bronze.events keeps that trace id
+    (and a producer that sends only a traceparent, without our trace_id header, is traced too)."""
+    from confluent_kafka import Producer
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from pipelines.bronze import run_bronze
+    from pipelines.contracts.events import encode_event
+    from pipelines.kafka.producer import producer_config
+    from pipelines.platform.lake import Lake
+
+    tracer = TracerProvider().get_tracer("test")
+    traced, untraced, foreign = page_view("t1", "u1", 1), page_view("t1", "u2", 2), page_view("t1", "u3", 3)
+    with EventProducer(isolated_settings, broker.bootstrap_servers) as producer:
+        with tracer.start_as_current_span("checkout") as span:
+            assert producer.publish(traced)
+            context = span.get_span_context()
+        assert producer.publish(untraced)
+    foreign_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    raw = Producer(producer_config(isolated_settings, broker.bootstrap_servers))
+    raw.produce(
+        isolated_settings.kafka.topic_for_event_type["page_view"],
+        encode_event(foreign),
+        headers=[("traceparent", f"00-{foreign_trace}-00f067aa0ba902b7-01".encode())],
+    )
+    assert raw.flush(30) == 0
+
+    topic = isolated_settings.kafka.topic_for_event_type["page_view"]
+    headers = {
+        dict(m.headers())["trace_id"]: dict(m.headers())
+        for m in consume_all(broker.bootstrap_servers, topic, 3)
+        if "trace_id" in dict(m.headers())
+    }
+    expected = f"{context.trace_id:032x}"
+    assert (
+        headers[expected.encode()]["traceparent"]
+        == f"00-{expected}-{context.span_id:016x}-{int(context.trace_flags):02x}".encode()
+    )
+    assert len(headers) == 2 and all("traceparent" not in h for k, h in headers.items() if k != expected.encode())
+
+    run_bronze(spark, isolated_settings, broker.bootstrap_servers, once=True)
+    rows = (
+        spark.read.format("delta").load(Lake(isolated_settings).bronze_events).select("event_id", "trace_id").collect()
+    )
+    trace_of = {row.event_id: row.trace_id for row in rows}
+    assert trace_of[traced["event_id"]] == expected
+    assert trace_of[foreign["event_id"]] == foreign_trace
+    assert len(trace_of[untraced["event_id"]]) == 32 and trace_of[untraced["event_id"]] not in (expected, foreign_trace)

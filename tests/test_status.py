@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,6 +27,7 @@ from pipelines.config import ConfigError, Settings
 from pipelines.kafka.producer import producer_config
 from pipelines.ops import alerts, status
 from pipelines.synthetic.generator import GeneratorSpec
+from tests.support.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -128,46 +127,9 @@ def test_status_shows_the_exact_lag_per_partition_and_zero_after_catch_up(
     assert missing <= {"lakehouse_job_duration_seconds", "lakehouse_job_rows_written", "lakehouse_job_gate_rules"}
 
 
-class _Receiver:
-    """A webhook receiver on 127.0.0.1 recording every JSON body POSTed to it; ``fail`` answers 503."""
-
-    def __init__(self) -> None:
-        received, self.fail = [], threading.Event()
-        fail = self.fail
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if fail.is_set():
-                    self.send_response(503)
-                else:
-                    received.append(json.loads(body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.received: list[dict] = received
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def take(self) -> list[tuple[str, str]]:
-        """(status, key) of what arrived since the last call."""
-        taken = [(body["status"], body["key"]) for body in self.received]
-        self.received.clear()
-        return taken
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    started = _Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    started = WebhookReceiver()
     yield started
     started.close()
 
@@ -185,7 +147,7 @@ def _check(settings: Settings, bootstrap: str | None) -> list[alerts.Notificatio
 
 
 def test_lag_and_quarantine_alerts_fire_once_and_resolve(
-    spark, isolated_settings: Settings, broker, receiver: _Receiver, tmp_path: Path
+    spark, isolated_settings: Settings, broker, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     bootstrap = broker.bootstrap_servers
     rules = [
@@ -220,7 +182,7 @@ def test_lag_and_quarantine_alerts_fire_once_and_resolve(
 
 
 def test_a_stopped_stream_makes_bronze_stale_until_it_catches_up(
-    spark, isolated_settings: Settings, broker, receiver: _Receiver, tmp_path: Path
+    spark, isolated_settings: Settings, broker, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     from pipelines.bronze import start_bronze
 
@@ -264,7 +226,7 @@ def test_a_stopped_stream_makes_bronze_stale_until_it_catches_up(
         spark.conf.unset("spark.sql.streaming.noDataProgressEventInterval")
 
 
-def test_a_failed_gate_alerts_until_a_run_passes(spark, isolated_settings, receiver: _Receiver, tmp_path) -> None:
+def test_a_failed_gate_alerts_until_a_run_passes(spark, isolated_settings, receiver: WebhookReceiver, tmp_path) -> None:
     from pipelines.platform.lake import Lake
     from pipelines.quality import GateFailed, load_suite, run_gate
     from pipelines.quality.audit import JobGates
@@ -290,7 +252,7 @@ def test_a_failed_gate_alerts_until_a_run_passes(spark, isolated_settings, recei
     assert receiver.take() == [("resolved", "gate:silver.reconciliation")]
 
 
-def test_gold_anomaly_and_silent_tenant_alerts(spark, isolated_settings, receiver: _Receiver, tmp_path) -> None:
+def test_gold_anomaly_and_silent_tenant_alerts(spark, isolated_settings, receiver: WebhookReceiver, tmp_path) -> None:
     from pipelines.platform.lake import Lake
 
     rules = [

@@ -18,7 +18,7 @@ import msgspec
 import pyarrow as pa
 
 from pipelines.config import Settings
-from pipelines.contracts.events import HEADER_TRACE_ID
+from pipelines.contracts.events import HEADER_TRACE_ID, HEADER_TRACEPARENT, trace_id_of
 from pipelines.contracts.registry import SchemaRegistry, Violation
 from pipelines.platform.registry import BRONZE_EVENTS_SCHEMA, BRONZE_QUARANTINE_SCHEMA
 
@@ -83,10 +83,17 @@ def _headers_json(headers: list[dict[str, Any]] | None) -> str | None:
 
 
 def _trace_id(headers: list[dict[str, Any]] | None) -> str | None:
+    """The message's ``trace_id`` header, else the trace id of its W3C ``traceparent`` (producers instrumented
+    with OpenTelemetry but not with our producer send only that), else None."""
+    found = None
     for header in headers or ():
-        if header["key"] == HEADER_TRACE_ID and header["value"] is not None:
+        if header["value"] is None:
+            continue
+        if header["key"] == HEADER_TRACE_ID:
             return header["value"].decode("utf-8", "replace")
-    return None
+        if header["key"] == HEADER_TRACEPARENT:
+            found = trace_id_of(header["value"].decode("utf-8", "replace"))
+    return found
 
 
 def _parse_occurred_at(text: str) -> dt.datetime:

@@ -11,32 +11,15 @@ import threading
 from rich.table import Table
 
 from pipelines.cli.render import _settings, console, err_console
-from pipelines.config import Settings
+from pipelines.ops.alerts import check_now
 
 # `status` exit codes: 0 every rule holds, 1 a threshold is breached (a cron job or sensor fails), 2 refused.
 BREACHED = 1
 
 
-def _snapshot(settings: Settings):
-    from pipelines.kafka.broker import BrokerError
-    from pipelines.kafka.topics import resolve_bootstrap_servers
-    from pipelines.ops.alerts import evaluate, load_rules
-    from pipelines.ops.status import collect
-
-    rules = load_rules(settings)
-    try:
-        bootstrap: str | None = resolve_bootstrap_servers(settings, start=False)
-        error = None
-    except BrokerError as exc:
-        bootstrap, error = None, str(exc)
-    status = collect(settings, bootstrap, rules.quarantine_window_hours())
-    status.kafka_error = status.kafka_error or error
-    return status, evaluate(settings, rules, status)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """Lag, stream, freshness, gates, quarantine and the alert rules that fail; exit 1 when one does."""
-    status, alerts = _snapshot(_settings(args))
+    status, alerts = check_now(_settings(args))
     if args.json:
         body = status.to_json() | {"alerts": [a.__dict__ | {"key": a.key} for a in alerts], "healthy": not alerts}
         print(json.dumps(body, indent=2))
@@ -98,7 +81,7 @@ def cmd_alerts_check(args: argparse.Namespace) -> int:
     from pipelines.ops.alerts import DeliveryError, notify
 
     settings = _settings(args)
-    _status, alerts = _snapshot(settings)
+    _status, alerts = check_now(settings)
     try:
         sent = notify(settings, alerts)
     except DeliveryError as exc:

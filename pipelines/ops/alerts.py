@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from pipelines.config import ConfigError, Settings, _format_errors, read_yaml_mapping
-from pipelines.ops.status import Status
+from pipelines.ops.status import Status, collect
 from pipelines.platform.batch import table_exists
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import ALERT_EVENTS_SCHEMA, TABLES
@@ -130,6 +130,22 @@ class Alert:
     @property
     def key(self) -> str:
         return f"{self.rule}:{self.subject}"
+
+
+def check_now(settings: Settings) -> tuple[Status, list[Alert]]:
+    """A status snapshot now and the alert conditions it shows (what `status` prints and `alerts check` sends)."""
+    from pipelines.kafka.broker import BrokerError
+    from pipelines.kafka.topics import resolve_bootstrap_servers
+
+    rules = load_rules(settings)
+    try:
+        bootstrap: str | None = resolve_bootstrap_servers(settings, start=False)
+        error = None
+    except BrokerError as exc:
+        bootstrap, error = None, str(exc)
+    status = collect(settings, bootstrap, rules.quarantine_window_hours())
+    status.kafka_error = status.kafka_error or error
+    return status, evaluate(settings, rules, status)
 
 
 def evaluate(settings: Settings, rules: AlertRules, status: Status) -> list[Alert]:

@@ -21,15 +21,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipelines.config import Settings
-from pipelines.kafka.topics import resolve_bootstrap_servers
 from pipelines.ops.lineage import datasets
 from pipelines.platform.batch import table_exists
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import JOB_METRICS_SCHEMA
 from pipelines.platform.tables import arrow_dataset
 
-# Delta operation metrics that count the rows a commit wrote (WRITE/replaceWhere, MERGE, DELETE's rewrite).
-_ROWS_WRITTEN = ("numOutputRows", "numTargetRowsInserted")
+# The Delta operation metric of the rows a commit wrote into new files (WRITE/replaceWhere, MERGE, DELETE).
+_ROWS_WRITTEN = "numOutputRows"
 JOB_LABELS = ["job", "table", "outcome"]  # every label a job metric carries ("" where it does not apply)
 
 
@@ -53,9 +52,7 @@ def job_metric_rows(settings: Settings, command: str, run_id: str, started: date
             if c["timestamp"] / 1000 >= started.timestamp()
         ]
         if commits:
-            written = sum(
-                int((c.get("operationMetrics") or {}).get(key, 0) or 0) for c in commits for key in _ROWS_WRITTEN
-            )
+            written = sum(int((c.get("operationMetrics") or {}).get(_ROWS_WRITTEN, 0) or 0) for c in commits)
             rows.append(("rows_written", {"table": name}, float(written)))
             rows.append(("commits", {"table": name}, float(len(commits))))
     rows += _gate_outcomes(settings, started)
@@ -120,20 +117,14 @@ class OpsCollector(Collector):
         yield from families
 
     def _families(self) -> list[GaugeMetricFamily]:
-        from pipelines.ops.alerts import evaluate, load_rules
-        from pipelines.ops.status import collect
+        from pipelines.ops.alerts import check_now
 
-        rules = load_rules(self.settings)
-        try:
-            bootstrap: str | None = resolve_bootstrap_servers(self.settings, start=False)
-        except Exception:
-            bootstrap = None
-        status = collect(self.settings, bootstrap, rules.quarantine_window_hours())
+        status, alerts = check_now(self.settings)
         families = _status_families(status)
         firing = GaugeMetricFamily(
             "lakehouse_alert_firing", "1 while an alert rule's condition holds", labels=["rule", "severity", "subject"]
         )
-        for alert in evaluate(self.settings, rules, status):
+        for alert in alerts:
             firing.add_metric([alert.rule, alert.severity, alert.subject], 1.0)
         families.append(firing)
         families += _job_families(self.settings)

@@ -99,3 +99,16 @@ def check_erasure_conf(conf: dict[str, Any]) -> None:
         raise AirflowFailException("invalid erasure conf: 'tenant' is required")
     if bool(conf.get("user_id")) == bool(conf.get("anonymous_id")):
         raise AirflowFailException("invalid erasure conf: give exactly one of 'user_id' and 'anonymous_id'")
+
+
+def check_alerts(settings: Settings, log: Any) -> dict[str, int]:
+    """The lakehouse_alerts task: evaluate conf/alerts.yaml and notify (firing once per incident, resolved when
+    it clears). A webhook that stays down fails the task (Airflow retries it; nothing undelivered is lost)."""
+    from pipelines.ops.alerts import check_now, notify
+
+    _status, alerts = check_now(settings)
+    sent = notify(settings, alerts)
+    for notification in sent:
+        log.warning("%s %s: %s", notification.state, notification.alert.key, notification.alert.message)
+    log.info("%d condition(s) hold, %d notification(s) sent", len(alerts), len(sent))
+    return {"holding": len(alerts), "sent": len(sent)}
