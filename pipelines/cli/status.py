@@ -15,6 +15,7 @@ from pipelines.ops.alerts import check_now
 
 # `status` exit codes: 0 every rule holds, 1 a threshold is breached (a cron job or sensor fails), 2 refused.
 BREACHED = 1
+TIME = "%m-%d %H:%M:%S"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -55,21 +56,25 @@ def _print_status(status) -> None:
     if stream.get("state") == "running" and stream.get("metrics_url"):
         line += f"; metrics {stream['metrics_url']}"
     console.print(line, highlight=False)
-    table = Table(
-        "table", "version", "published (UTC)", "current as of", "newest event", "age (min)", title="freshness"
-    )
+    table = Table(title="freshness (times UTC)")
+    table.add_column("table", no_wrap=True)  # names stay whole on a narrow terminal; the other columns wrap
+    for column in ("version", "published", "current as of", "newest event", "age (min)"):
+        table.add_column(column, overflow="fold")
     for t in status.tables:
-        current = t.current_as_of.strftime("%Y-%m-%d %H:%M:%S") if t.current_as_of else "-"
+        current = t.current_as_of.strftime(TIME) if t.current_as_of else "-"
         age = f"{t.age_minutes:.1f}" if t.age_minutes is not None else "-"
-        published = t.published_at.strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(t.table, str(t.version), published, current, str(t.newest_event or "-"), age)
+        newest = str(t.newest_event or "-")[:19]
+        table.add_row(t.table, str(t.version), t.published_at.strftime(TIME), current, newest, age)
     console.print(table)
     if status.gates:
-        table = Table("table", "run", "at (UTC)", "rules", "failed", "warned", "quarantined", title="latest gates")
+        table = Table(title="latest gate runs (times UTC)")
+        table.add_column("table", no_wrap=True)
+        for column in ("at", "rules", "failed", "warned", "quarantined"):  # run ids: --json, ops.quality_results
+            table.add_column(column, overflow="fold")
         for g in status.gates:
-            at = g.recorded_at.strftime("%Y-%m-%d %H:%M:%S")
             failed = f"[red]{g.failed}[/red]" if g.failed else "0"
-            table.add_row(g.table, g.run_id, at, str(g.rules), failed, str(g.warned), str(g.quarantined))
+            at = g.recorded_at.strftime(TIME)
+            table.add_row(g.table, at, str(g.rules), failed, str(g.warned), str(g.quarantined))
         console.print(table)
     if status.quarantine is not None:
         q = status.quarantine
