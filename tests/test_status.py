@@ -9,6 +9,7 @@ once when it clears.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -101,6 +102,17 @@ def test_status_shows_the_exact_lag_per_partition_and_zero_after_catch_up(
     assert fresh["bronze.events"]["age_minutes"] < 5 and fresh["bronze.events"]["newest_event"].startswith("2026-11-01")
     # the burst pushed the quarantine rate over the shipped 5% rule: the command says so and exits 1
     assert [a["rule"] for a in body["alerts"]] == ["quarantine_rate"] and done.returncode == 1, done.stderr
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipelines", "--config", str(config), "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert shown.returncode == 1 and "gold" not in shown.stdout, shown.stderr  # no gold table yet: none shown
+    for line in ("bronze.events", "bronze.quarantine", "quarantine_rate", f"{sum(burst.values())} of"):
+        assert line in shown.stdout, shown.stdout
 
     exporter = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "--config", str(config), "metrics", "serve"],
