@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -303,7 +304,7 @@ def test_a_dead_stream_process_is_reported_and_rules_files_are_checked(isolated_
     gone.wait()
     path = status_path(isolated_settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"state": "running", "pid": gone.pid, "host": __import__("socket").gethostname()}))
+    path.write_text(json.dumps({"state": "running", "pid": gone.pid, "host": socket.gethostname()}))
     assert status.stream_state(isolated_settings)["state"] == "dead"
     rules = alerts.AlertRules.model_validate({"rules": [{"name": "down", "kind": "stream_down"}]})
     found = alerts.evaluate(
