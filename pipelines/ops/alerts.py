@@ -26,10 +26,9 @@ from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from pipelines.config import ConfigError, Settings, _format_errors, read_yaml_mapping
 from pipelines.ops.status import Status, collect
-from pipelines.platform.batch import table_exists
+from pipelines.platform.batch import read_rows
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import ALERT_EVENTS_SCHEMA, TABLES
-from pipelines.platform.tables import arrow_dataset
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +210,9 @@ def _freshness(rule: FreshnessRule, status: Status) -> list[Alert]:
 def _gold_rows(settings: Settings, name: str, columns: list[str], since: date | None = None) -> list[dict]:
     import pyarrow.dataset as ds
 
-    path = Lake(settings).table("gold", name)
-    if not table_exists(settings, path):
-        return []
     condition = ds.field("date") >= since if since else None
-    return arrow_dataset(path, settings.lake_storage_options() or None).to_table(columns, filter=condition).to_pylist()
+    rows = read_rows(settings, Lake(settings).table("gold", name), columns=columns, filter=condition)
+    return rows.to_pylist() if rows is not None else []
 
 
 def _newest_day(settings: Settings) -> date | None:
@@ -295,11 +292,11 @@ class Notification:
 
 def open_incidents(settings: Settings) -> dict[str, dict[str, Any]]:
     """{key: its newest ops.alert_events row} for the keys whose newest event is ``firing``."""
-    path = Lake(settings).table("ops", "alert_events")
-    if not table_exists(settings, path):
+    events = read_rows(settings, Lake(settings).table("ops", "alert_events"))
+    if events is None:
         return {}
     newest: dict[str, dict[str, Any]] = {}
-    for row in arrow_dataset(path, settings.lake_storage_options() or None).to_table().to_pylist():
+    for row in events.to_pylist():
         if row["key"] not in newest or row["at"] >= newest[row["key"]]["at"]:
             newest[row["key"]] = row
     return {key: row for key, row in newest.items() if row["state"] == "firing"}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Settings
+from pipelines.platform.batch import read_rows
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import AUDIT_SCHEMA
 
@@ -63,22 +64,15 @@ def record(settings: Settings, entries: list[dict[str, Any]]) -> None:
 def entries(settings: Settings, action: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
     """Recorded entries, oldest first (optionally one action, or from ``since`` on)."""
     import pyarrow.dataset as ds
-    from deltalake import DeltaTable
 
-    from pipelines.platform.tables import arrow_dataset
-
-    path = Lake(settings).table("ops", "audit_log")
-    options = settings.lake_storage_options() or None
-    if not DeltaTable.is_deltatable(path, storage_options=options):
-        return []
     condition = None
     if action:
         condition = ds.field("action") == action
     if since:
         bound = ds.field("at") >= since
         condition = bound if condition is None else condition & bound
-    rows = arrow_dataset(path, options).to_table(filter=condition)
-    return sorted(rows.to_pylist(), key=lambda row: row["at"])
+    rows = read_rows(settings, Lake(settings).table("ops", "audit_log"), filter=condition)
+    return sorted(rows.to_pylist(), key=lambda row: row["at"]) if rows is not None else []
 
 
 def schema_files(schemas_dir: Path) -> dict[str, str]:

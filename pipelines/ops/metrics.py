@@ -22,10 +22,9 @@ from prometheus_client.registry import Collector
 
 from pipelines.config import Settings
 from pipelines.ops.lineage import datasets
-from pipelines.platform.batch import table_exists
+from pipelines.platform.batch import read_rows, table_exists
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import JOB_METRICS_SCHEMA
-from pipelines.platform.tables import arrow_dataset
 
 # The Delta operation metric of the rows a commit wrote into new files (WRITE/replaceWhere, MERGE, DELETE).
 _ROWS_WRITTEN = "numOutputRows"
@@ -73,12 +72,14 @@ def _gate_outcomes(settings: Settings, started: datetime) -> list[tuple[str, dic
     """Gate rules this run checked, per table and outcome (passed, or the action a failing rule took)."""
     import pyarrow.dataset as ds
 
-    path = Lake(settings).table("ops", "quality_results")
-    if not table_exists(settings, path):
-        return []
-    checked = arrow_dataset(path, settings.lake_storage_options() or None).to_table(
-        columns=["table", "success", "action"], filter=ds.field("recorded_at") >= started
+    checked = read_rows(
+        settings,
+        Lake(settings).table("ops", "quality_results"),
+        columns=["table", "success", "action"],
+        filter=ds.field("recorded_at") >= started,
     )
+    if checked is None:
+        return []
     counts: dict[tuple[str, str], int] = {}
     for row in checked.to_pylist():
         outcome = "passed" if row["success"] else row["action"]
@@ -161,11 +162,11 @@ def _status_families(status: Any) -> list[GaugeMetricFamily]:
 
 def _job_families(settings: Settings) -> list[GaugeMetricFamily]:
     """The newest value of every (job, metric, labels) series of ops.job_metrics, as lakehouse_job_<metric>."""
-    path = Lake(settings).table("ops", "job_metrics")
-    if not table_exists(settings, path):
+    recorded = read_rows(settings, Lake(settings).table("ops", "job_metrics"))
+    if recorded is None:
         return []
     newest: dict[tuple[str, str, str], dict] = {}
-    for row in arrow_dataset(path, settings.lake_storage_options() or None).to_table().to_pylist():
+    for row in recorded.to_pylist():
         key = (row["job"], row["metric"], row["labels"])
         if key not in newest or row["at"] >= newest[key]["at"]:
             newest[key] = row

@@ -24,10 +24,9 @@ from typing import Any
 from pipelines.bronze.metrics import read_status
 from pipelines.bronze.monitoring import checkpoint_offsets
 from pipelines.config import Settings
-from pipelines.platform.batch import table_exists
+from pipelines.platform.batch import read_rows, table_exists
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import TABLES, TableSpec
-from pipelines.platform.tables import arrow_dataset
 
 SERVED_LAYERS = ("bronze", "silver", "gold")
 LAG_REPORT_HORIZON = timedelta(days=7)  # bronze freshness looks at lag reports this far back
@@ -200,13 +199,13 @@ def bronze_current_as_of(settings: Settings, now: datetime) -> datetime | None:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    path = Lake(settings).table("ops", "bronze_lag")
-    if not table_exists(settings, path):
-        return None
-    reports = arrow_dataset(path, settings.lake_storage_options() or None).to_table(
-        columns=["reported_at", "lag"], filter=ds.field("reported_at") >= now - LAG_REPORT_HORIZON
+    reports = read_rows(
+        settings,
+        Lake(settings).table("ops", "bronze_lag"),
+        columns=["reported_at", "lag"],
+        filter=ds.field("reported_at") >= now - LAG_REPORT_HORIZON,
     )
-    if reports.num_rows == 0:
+    if reports is None or reports.num_rows == 0:
         return None
     per_report = reports.group_by("reported_at").aggregate([("lag", "max")])
     caught_up = per_report.filter(pc.equal(per_report["lag_max"], 0))
@@ -217,17 +216,13 @@ def latest_gates(settings: Settings, now: datetime, horizon: timedelta = timedel
     """The newest gate run of every table validated within ``horizon``."""
     import pyarrow.dataset as ds
 
-    path = Lake(settings).table("ops", "quality_results")
-    if not table_exists(settings, path):
-        return []
-    rows = (
-        arrow_dataset(path, settings.lake_storage_options() or None)
-        .to_table(
-            columns=["run_id", "table", "expectation", "action", "success", "recorded_at"],
-            filter=ds.field("recorded_at") >= now - horizon,
-        )
-        .to_pylist()
+    found = read_rows(
+        settings,
+        Lake(settings).table("ops", "quality_results"),
+        columns=["run_id", "table", "expectation", "action", "success", "recorded_at"],
+        filter=ds.field("recorded_at") >= now - horizon,
     )
+    rows = found.to_pylist() if found is not None else []
     newest: dict[str, tuple[datetime, str]] = {}
     for row in rows:
         if row["table"] not in newest or row["recorded_at"] > newest[row["table"]][0]:
@@ -256,12 +251,14 @@ def quarantine_rate(settings: Settings, now: datetime, window_hours: int) -> Qua
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    path = Lake(settings).bronze_progress
-    if not table_exists(settings, path):
-        return None
-    recent = arrow_dataset(path, settings.lake_storage_options() or None).to_table(
-        columns=["events", "quarantined"], filter=ds.field("max_ingested_at") >= now - timedelta(hours=window_hours)
+    recent = read_rows(
+        settings,
+        Lake(settings).bronze_progress,
+        columns=["events", "quarantined"],
+        filter=ds.field("max_ingested_at") >= now - timedelta(hours=window_hours),
     )
+    if recent is None:
+        return None
     events = pc.sum(recent["events"]).as_py() or 0
     quarantined = pc.sum(recent["quarantined"]).as_py() or 0
     return QuarantineRate(window_hours, events + quarantined, quarantined)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipelines.config import Settings
-from pipelines.platform.batch import table_exists
+from pipelines.platform.batch import read_rows
 from pipelines.platform.lake import Lake
-from pipelines.platform.tables import arrow_dataset
 
 
 @dataclass(frozen=True)
@@ -30,11 +29,11 @@ def bronze_caught_up(settings: Settings, since: datetime) -> CatchUp:
     import pyarrow.dataset as ds
 
     path = Lake(settings).table("ops", "bronze_lag")
-    if not table_exists(settings, path):
-        return CatchUp(False, f"no lag reports yet ({path}): is the bronze stream running?")
-    reports = arrow_dataset(path, settings.lake_storage_options() or None).to_table(
-        columns=["topic", "partition", "lag", "reported_at"], filter=ds.field("reported_at") >= since
+    reports = read_rows(
+        settings, path, columns=["topic", "partition", "lag", "reported_at"], filter=ds.field("reported_at") >= since
     )
+    if reports is None:
+        return CatchUp(False, f"no lag reports yet ({path}): is the bronze stream running?")
     if reports.num_rows == 0:
         return CatchUp(False, f"the bronze stream has not reported since {since.isoformat()}")
     latest = reports.group_by(["topic", "partition"]).aggregate([("reported_at", "max")])

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.config import Settings
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import LAYERS
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 
@@ -65,6 +66,16 @@ def table_exists(settings: Settings, path: str) -> bool:
     from deltalake import DeltaTable
 
     return DeltaTable.is_deltatable(path, settings.lake_storage_options() or None)
+
+
+def read_rows(settings: Settings, path: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table | None:
+    """The rows of the Delta table at ``path`` as an Arrow table (None: no table there), read without a JVM -
+    for commands, sensors and exporters that look at ops and gold tables (``platform.tables.arrow_dataset``)."""
+    from pipelines.platform.tables import arrow_dataset
+
+    if not table_exists(settings, path):
+        return None
+    return arrow_dataset(path, settings.lake_storage_options() or None).to_table(columns=columns, filter=filter)
 
 
 def read_table(
