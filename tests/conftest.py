@@ -97,7 +97,11 @@ def spark(tmp_session_dir: Path, metastore: MetastoreHandle):
         # relative to now (test_bronze.py).
         "LAKEHOUSE__BRONZE__MAX_EVENT_AGE_DAYS": "36500",
     }
-    session = build_spark(load_settings(environ=environ), app_name="lakehouse-tests")
+    # The one JVM serves ~500 tests and the Delta logs of their tables: at Spark's default 1 GiB heap its old
+    # generation is full by mid-run and the later tests spend their time collecting garbage.
+    session = build_spark(
+        load_settings(environ=environ), app_name="lakehouse-tests", extra_conf={"spark.driver.memory": "2g"}
+    )
     yield session
     session.stop()
 

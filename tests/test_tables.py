@@ -119,3 +119,18 @@ def test_history_and_properties(spark, tmp_path: Path) -> None:
     assert configuration["delta.logRetentionDuration"] == "interval 7 days" and configuration["team"] == "it's ours"
     with pytest.raises(tables.TableError, match="no Delta table"):
         tables.history(spark, str(tmp_path / "missing"))
+
+
+def test_metrics_of_an_observation_no_query_covered_fail_fast_instead_of_hanging(spark) -> None:
+    """Observation.get waits forever for metrics no query will collect; platform.batch.observed says so at once."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from pipelines.platform.batch import BatchJobError, observed
+
+    observation = Observation("never_run")
+    frame = spark.range(3).observe(observation, F.count(F.lit(1)).alias("rows"))
+    with pytest.raises(BatchJobError, match="never_run metrics were never collected"):
+        observed(observation)
+    frame.collect()
+    assert observed(observation) == {"rows": 3}

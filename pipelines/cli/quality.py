@@ -27,6 +27,7 @@ def cmd_quality_validate(args: argparse.Namespace) -> int:
         spark, settings, Lake(settings).table(layer, name), partition_predicate(args.tenant, date_column, days)
     )
     result = gates.audit(args.table, frame, allow_quarantine=True)
+    gates.record()
     if result is None:
         raise ValueError(f"no suite for {args.table}: expected {gates.expectations_dir / (args.table + '.yaml')}")
     with result:

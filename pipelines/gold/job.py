@@ -28,6 +28,7 @@ from pipelines.platform.batch import (
     check_tenants,
     days_between,
     known_tenants,
+    observed,
     partition_predicate,
     read_table,
     replace_partitions,
@@ -88,7 +89,7 @@ def build(
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from pipelines.quality.audit import JobGates, raise_if_any_failed, release
+    from pipelines.quality.audit import JobGates, release
 
     say = progress or (lambda _message: None)
     started = time.monotonic()
@@ -135,8 +136,10 @@ def build(
         gates = JobGates(spark, settings, "gold", skip=skip_gates)
         result.run_id = gates.run_id
         names = [name for name in TABLES if name != "funnels" or configured]
-        observed = {name: Observation(f"gold_{name}") for name in names}
-        candidates = {name: builders[name]().observe(observed[name], F.count(F.lit(1)).alias("rows")) for name in names}
+        observations = {name: Observation(f"gold_{name}") for name in names}
+        candidates = {
+            name: builders[name]().observe(observations[name], F.count(F.lit(1)).alias("rows")) for name in names
+        }
         audited: dict[str, GateResult | None] = {}
         try:
             for name in names:  # audit every candidate before publishing any
@@ -147,7 +150,7 @@ def build(
                 "gold.reconciliation",
                 reconciliation(silver, days, candidates["event_counts"], candidates["daily_active_users"]),
             )
-            raise_if_any_failed(list(audited.values()))
+            gates.raise_if_any_failed(list(audited.values()))
             for name in names:
                 gate = audited[name]
                 replace_partitions(
@@ -158,10 +161,11 @@ def build(
                     PARTITIONS,
                     f"gold build {first}..{last} (run {gates.run_id})",
                 )
-                metrics: dict[str, Any] = observed[name].get
+                metrics: dict[str, Any] = observed(observations[name])
                 result.rows[name] = int(metrics.get("rows") or 0)
                 say(f"gold.{name}: {result.rows[name]} rows")
         finally:
+            gates.record()  # the audits done when a later one raised
             release(list(audited.values()))
             result.gates = gates.summaries
             result.docs_index = None if skip_gates else str(gates.docs_index)

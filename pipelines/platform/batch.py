@@ -19,7 +19,7 @@ from pipelines.platform.registry import LAYERS
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Observation, SparkSession
 
 
 class BatchJobError(ValueError):
@@ -100,6 +100,22 @@ def read_table(
     if filter_text:
         df = df.where(filter_text)
     return df if columns is None else df.select(*columns)
+
+
+def observed(observation: Observation) -> dict[str, Any]:
+    """The metrics an ``Observation`` collected, without ``Observation.get``'s unbounded wait.
+
+    Spark completes an observation in the thread that ran a query over the observed frame, as that query
+    ends; so once the job's actions have returned it is complete, or it never will be (no action covered the
+    frame, or the plan lost its CollectMetrics node). ``get`` would then block forever - a hung job, and in a
+    test run a Py4J call interrupted mid-answer that breaks every later call. A clear error instead.
+    """
+    if observation._jo is None or not observation._jo.future().isCompleted():
+        raise BatchJobError(
+            f"the {observation._name or 'job'} metrics were never collected: no finished query covered the "
+            "observed rows; the rows written are in the table's Delta history"
+        )
+    return observation.get
 
 
 def catalog_name(settings: Settings, path: str) -> tuple[str, str] | None:

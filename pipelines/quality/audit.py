@@ -2,9 +2,11 @@
 
 A build computes its candidates as DataFrames and hands each to :meth:`JobGates.audit` before publishing
 anything. The audit runs the table's suite (``<quality.expectations_dir>/<layer>.<table>.yaml``) with the
-run's parameters, appends the results to ``ops.quality_results`` and adds the validation to the Data Docs
-site (``quality.docs_dir``). The build then publishes the passing rows only when no gate failed, so a failed
-gate leaves every target table at the Delta version it had.
+run's parameters and adds the validation to the Data Docs site (``quality.docs_dir``).
+:meth:`JobGates.raise_if_any_failed` then appends the results of every audit so far to
+``ops.quality_results`` in one commit (a gold build audits seven candidates: one commit, not seven) and raises
+if a gate failed; the build publishes the passing rows only after it, so a failed gate leaves every target
+table at the Delta version it had and its results recorded.
 
 Quarantine is for row-level data (``silver.events``): failing rows go to ``silver/quarantine`` with the rule
 and the reason, the rest is published. Bronze is immutable input and gold rows are aggregates (a wrong DAU
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.config import Settings
 from pipelines.platform.lake import Lake
 from pipelines.quality.gate import GateFailed, GateResult, validate
-from pipelines.quality.results import RESULTS_COLUMNS, RESULTS_SCHEMA, write_results
+from pipelines.quality.results import RESULTS_COLUMNS, result_rows, write_rows
 from pipelines.quality.suites import SuiteError, load_suite
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class JobGates:
         self.expectations_dir = Path(settings.resolve_path(settings.quality.expectations_dir))
         self.summaries: list[GateSummary] = []
         self._params: dict[str, Any] | None = None
+        self._unrecorded: list[dict[str, Any]] = []  # results rows not yet in ops.quality_results
 
     @property
     def docs_index(self) -> Path:
@@ -101,7 +104,7 @@ class JobGates:
                 "immutable input or aggregates); use fail or warn"
             )
         result = validate(frame, suite, run_id=self.run_id, docs_dir=self.docs_dir)
-        write_results(self.spark, result, self.results_path)
+        self._unrecorded.extend(result_rows(result))
         self.summaries.append(
             GateSummary(
                 table,
@@ -123,18 +126,24 @@ class JobGates:
             "action": SKIPPED,
             "recorded_at": datetime.now(UTC),
         }
-        frame = self.spark.createDataFrame([tuple(row[c] for c in RESULTS_COLUMNS)], RESULTS_SCHEMA)
-        frame.write.format("delta").mode("append").save(self.results_path)
+        self._unrecorded.append(row)
 
+    def record(self) -> None:
+        """Append the results of the audits (and skips) since the last call to ops.quality_results: one commit."""
+        if self._unrecorded:
+            write_rows(self.spark, self._unrecorded, self.results_path)
+            self._unrecorded = []
 
-def raise_if_any_failed(results: list[GateResult | None]) -> None:
-    """Publish nothing when any gate of the run failed: one exception naming every failed rule of every table."""
-    failed = [result for result in results if result is not None and result.failed]
-    if failed:
-        error = GateFailed(failed[0])
-        if len(failed) > 1:
-            error.args = ("\n".join(result.message() for result in failed),)
-        raise error
+    def raise_if_any_failed(self, results: list[GateResult | None]) -> None:
+        """Record the results, then publish nothing when any gate of the run failed: one exception naming every
+        failed rule of every table."""
+        self.record()
+        failed = [result for result in results if result is not None and result.failed]
+        if failed:
+            error = GateFailed(failed[0])
+            if len(failed) > 1:
+                error.args = ("\n".join(result.message() for result in failed),)
+            raise error
 
 
 def release(results: list[GateResult | None]) -> None:

@@ -54,6 +54,11 @@ def result_rows(result: GateResult, recorded_at: datetime | None = None) -> list
 def write_results(spark: SparkSession, result: GateResult, path: str) -> int:
     """Append ``result``'s rows to the Delta table at ``path`` (created on first write); returns the row count."""
     rows = result_rows(result)
+    write_rows(spark, rows, path)
+    return len(rows)
+
+
+def write_rows(spark: SparkSession, rows: list[dict[str, Any]], path: str) -> None:
+    """Append rows keyed by :data:`RESULTS_COLUMNS` (any number of gates' results) in one Delta commit."""
     frame = spark.createDataFrame([tuple(row[c] for c in RESULTS_COLUMNS) for row in rows], RESULTS_SCHEMA)
     frame.write.format("delta").mode("append").save(path)
-    return len(rows)

@@ -19,6 +19,7 @@ from pipelines.platform.batch import (
     check_tenants,
     days_between,
     known_tenants,
+    observed,
     partition_predicate,
     read_table,
     replace_partitions,
@@ -149,7 +150,7 @@ def build(
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from pipelines.quality.audit import JobGates, raise_if_any_failed, release
+    from pipelines.quality.audit import JobGates, release
 
     say = progress or (lambda _message: None)
     started = time.monotonic()
@@ -190,7 +191,7 @@ def build(
         gates.audit("bronze.quarantine_rate", quarantine_rate(spark, settings, build_days)),
     ]
     try:
-        raise_if_any_failed(audited_input)
+        gates.raise_if_any_failed(audited_input)
     finally:
         release(audited_input)
     users = load_users(spark, settings, key, tenant_list, signups)
@@ -262,7 +263,7 @@ def build(
         try:
             audited = gates.audit("silver.events", events, allow_quarantine=True)
             reconciled = gates.audit("silver.reconciliation", reconciliation(bronze_input, copies_to_drop, events))
-            raise_if_any_failed([audited, reconciled])
+            gates.raise_if_any_failed([audited, reconciled])
             published = events if audited is None else audited.passing
             description = f"silver build {first}..{last} (run {gates.run_id})"
             replace_partitions(published, settings, events_path(settings), predicate, PARTITIONS, description)
@@ -271,12 +272,13 @@ def build(
         finally:
             release([audited, reconciled])
     finally:
+        gates.record()  # the audits done when a later step raised
         signups.unpersist()
         events.unpersist()
         result.gates = gates.summaries
         result.docs_index = None if skip_gates else str(gates.docs_index)
 
-    metrics = {**observed_input.get, **observed_output.get}
+    metrics = {**observed(observed_input), **observed(observed_output)}
     result.metrics = {name: int(value or 0) for name, value in metrics.items()}
     for name, value in result.metrics.items():
         setattr(result, name, value)
