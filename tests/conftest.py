@@ -98,7 +98,7 @@ def spark(tmp_session_dir: Path, metastore: MetastoreHandle):
         "LAKEHOUSE__BRONZE__MAX_EVENT_AGE_DAYS": "36500",
     }
     # The one JVM serves ~500 tests and the Delta logs of their tables: at Spark's default 1 GiB heap its old
-    # generation is full by mid-run and the later tests spend their time collecting garbage.
+    # generation is full before a third of the run; 2 GiB leaves room on a slower CI machine.
     session = build_spark(
         load_settings(environ=environ), app_name="lakehouse-tests", extra_conf={"spark.driver.memory": "2g"}
     )
