@@ -228,6 +228,8 @@ def build(
         columns=[*BRONZE_KEY_COLUMNS, "occurred_at", "ingested_at"],
     )
     copies_to_drop = later_copies(keys, horizon)
+    if not skip_gates:  # the duplicates' coordinates (few rows): computed once for the build and its reconciliation
+        copies_to_drop = copies_to_drop.persist()
     events = transform(
         bronze,
         copies_to_drop,
@@ -275,6 +277,7 @@ def build(
         gates.record()  # the audits done when a later step raised
         signups.unpersist()
         events.unpersist()
+        copies_to_drop.unpersist()
         result.gates = gates.summaries
         result.docs_index = None if skip_gates else str(gates.docs_index)
 
