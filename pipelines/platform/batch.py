@@ -110,6 +110,7 @@ def observed(observation: Observation) -> dict[str, Any]:
     frame, or the plan lost its CollectMetrics node). ``get`` would then block forever - a hung job, and in a
     test run a Py4J call interrupted mid-answer that breaks every later call. A clear error instead.
     """
+    # PySpark has no non-blocking check: ask the JVM Observation's future (a public member of the Scala class).
     if observation._jo is None or not observation._jo.future().isCompleted():
         raise BatchJobError(
             f"the {observation._name or 'job'} metrics were never collected: no finished query covered the "

@@ -126,19 +126,32 @@ def _brief(message: str) -> str:
 def run_suite(df: DataFrame, suite: Suite, run_id: str, docs_dir: str | Path | None = None) -> GxRun:
     """Validate ``df`` (already persisted, derived columns added) against every rule of ``suite`` at once:
     counts first, then - only if a rule failed - again with samples of the failing rows' keys."""
+    gx = gx_module()
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     started = time.monotonic()
     docs = Path(docs_dir).resolve() if docs_dir is not None else None
     context = _context(docs)
+    batch = (
+        context.data_sources.add_spark("spark", persist=False)
+        .add_dataframe_asset(suite.table)
+        .add_batch_definition_whole_dataframe("whole_dataframe")
+    )
+    expectation_suite = gx.ExpectationSuite(name=suite.name)
+    for rule in suite.rules:
+        expectation_suite.add_expectation(rule.expectation())
+    expectation_suite = context.suites.add_or_update(expectation_suite)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=expectation_suite)
+    )
     counts = {"result_format": "BASIC", "partial_unexpected_count": 0}
-    outcomes, result_id = _checkpoint_run(context, df, suite, run_id, counts, "counts")
+    outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, counts)
     if not all(outcome.success and outcome.error is None for outcome in outcomes.values()):
         detail: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
         if suite.key_columns:
             detail["unexpected_index_column_names"] = list(suite.key_columns)
         context.validation_results_store.remove_key(result_id)  # one result per gate run in the Data Docs
-        outcomes, result_id = _checkpoint_run(context, df, suite, run_id, detail, "samples")
+        outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, detail)
     if docs is not None:  # what GX's UpdateDataDocsAction does, for the run kept
         context.build_data_docs(
             site_names=[DOCS_SITE], resource_identifiers=[result_id, ExpectationSuiteIdentifier(name=suite.name)]
@@ -148,26 +161,15 @@ def run_suite(df: DataFrame, suite: Suite, run_id: str, docs_dir: str | Path | N
 
 
 def _checkpoint_run(
-    context: Any, df: DataFrame, suite: Suite, run_id: str, result_format: dict[str, Any], name: str
+    context: Any, definition: Any, df: DataFrame, suite: Suite, run_id: str, result_format: dict[str, Any]
 ) -> tuple[dict[str, RuleOutcome], Any]:
-    """One checkpoint run of every rule of ``suite``: the outcomes by rule name and the stored result's id."""
+    """One checkpoint run of ``definition`` (every rule of ``suite``) with ``result_format``: the outcomes by rule
+    name and the stored result's id."""
     gx = gx_module()
     from great_expectations.core.run_identifier import RunIdentifier
 
-    batch = (
-        context.data_sources.add_or_update_spark(f"spark_{name}", persist=False)
-        .add_dataframe_asset(suite.table)
-        .add_batch_definition_whole_dataframe("whole_dataframe")
-    )
-    expectation_suite = gx.ExpectationSuite(name=suite.name)
-    for rule in suite.rules:
-        expectation_suite.add_expectation(rule.expectation())
-    expectation_suite = context.suites.add_or_update(expectation_suite)
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{suite.name}_{name}", data=batch, suite=expectation_suite)
-    )
     checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(name=f"{suite.name}_{name}", validation_definitions=[definition], result_format=result_format)
+        gx.Checkpoint(name=suite.name, validation_definitions=[definition], result_format=result_format)
     )
     outcome = checkpoint.run(
         batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_id, run_time=datetime.now(UTC))
@@ -175,9 +177,9 @@ def _checkpoint_run(
     ((result_id, validation),) = outcome.run_results.items()
     outcomes: dict[str, RuleOutcome] = {}
     for item in validation.results:  # not in suite order: matched by the rule name GX carries in meta
-        rule_name = (item.expectation_config.meta or {}).get("rule")
-        outcomes[rule_name] = RuleOutcome(bool(item.success), dict(item.result or {}), _exception(item.exception_info))
+        name = (item.expectation_config.meta or {}).get("rule")
+        outcomes[name] = RuleOutcome(bool(item.success), dict(item.result or {}), _exception(item.exception_info))
     missing = [rule.name for rule in suite.rules if rule.name not in outcomes]
-    for rule_name in missing:  # defensive: a rule without a result is not a pass
-        outcomes[rule_name] = RuleOutcome(False, {}, "GX returned no result for this rule")
+    for name in missing:  # defensive: a rule without a result is not a pass
+        outcomes[name] = RuleOutcome(False, {}, "GX returned no result for this rule")
     return outcomes, result_id
