@@ -3,7 +3,7 @@
 The generated stream (duplicates and late events included) is written to bronze once. A first build without
 gates warms the JVM and fills the dimension tables (its time is reported, not compared). Then the builds
 alternate, gated and not (``--rounds`` pairs); the overhead is the gated time over the ungated one, per layer
-and in all, from the medians. Peak RSS is sampled every 0.2 s over the whole process tree of the run (this
+and in all, from the medians. Peak memory (PSS) is sampled every 0.2 s over the whole process tree of the run (this
 Python driver, the Spark JVM, its Python workers; the Derby metastore is a separate, already-running process
 and is left out).
 
@@ -17,47 +17,14 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.bench_silver_gold import write_generated_bronze
-from bench.common import bench_environ, machine, markdown_table, private_spark, write_section
+from bench.common import PeakRss, bench_environ, machine, markdown_table, private_spark, write_section
 from pipelines import gold, silver
 from pipelines.config import load_settings
-
-
-class PeakRss:
-    """Highest summed RSS of this process and its descendants, sampled on a thread."""
-
-    def __init__(self, interval_s: float = 0.2) -> None:
-        self.peak = 0
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak = max(self.peak, total)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _timed_build(spark, settings, first, last, skip_gates: bool) -> tuple[float, float]:
@@ -96,7 +63,7 @@ def run(events: int, rounds: int) -> tuple[list[dict[str, Any]], str]:
     plain = statistics.median(sum(t) for t in timings[False])
     gated = statistics.median(sum(t) for t in timings[True])
     rows.append(_row("silver + gold", events, plain, gated))
-    peak = f"{memory.peak / 2**30:.2f} GiB (Python driver + Spark JVM + Python workers; driver memory 6 GiB)"
+    peak = f"{memory.describe()}; driver memory 6 GiB"
     return rows, peak
 
 
@@ -132,7 +99,7 @@ def main() -> None:
             "",
             markdown_table(rows, columns),
             "",
-            f"Peak RSS of the run: {peak}.",
+            f"Peak memory (PSS) of the run: {peak}.",
         ]
     )
     write_section("gates", body)

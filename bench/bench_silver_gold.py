@@ -13,8 +13,9 @@ events included) is written to a bronze Delta table once; then
   equal gold's.
 
 Wall-clock seconds, one run per size; bronze generation is not timed. The ratio column is Spark's time over
-DuckDB's for the same size (above 1: DuckDB is faster). The Spark JVM and the metastore database are stopped
-by PID at the end.
+DuckDB's for the same size (above 1: DuckDB is faster). Peak memory (PSS) of the Spark builds is sampled per
+process role (Python driver, Spark JVM, Python workers): the driver's shows whether a build collects into
+Python. The Spark JVM and the metastore database are stopped by PID at the end.
 
 Run: ``.venv/bin/python -m bench.bench_silver_gold [--events 1000000 10000000]``; rewrites its BENCHMARKS.md
 section (``--validation``: labelled as a small validation run, not a result).
@@ -33,7 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import bench_environ, machine, markdown_table, private_spark, write_section
+from bench.common import PeakRss, bench_environ, machine, markdown_table, private_spark, write_section
 from pipelines import gold, silver
 from pipelines.config import load_settings
 from pipelines.platform.lake import Lake
@@ -173,7 +174,8 @@ def _gold_results(spark, settings) -> dict[str, dict]:
     }
 
 
-def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
+def bench_size(spark, events: int, workdir: Path, peaks: list[str]) -> list[dict[str, Any]]:
+    """Rows of one size; appends the peak memory of its silver + gold builds to ``peaks``."""
     root = workdir / f"lake-{events}"
     environ = bench_environ(
         root,
@@ -188,12 +190,14 @@ def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
         file=sys.stderr,
     )
 
-    started = time.monotonic()
-    built = silver.build(spark, settings, first, last)
-    silver_s = time.monotonic() - started
-    started = time.monotonic()
-    gold.build(spark, settings, first, last, lookback=False)
-    gold_s = time.monotonic() - started
+    with PeakRss() as memory:
+        started = time.monotonic()
+        built = silver.build(spark, settings, first, last)
+        silver_s = time.monotonic() - started
+        started = time.monotonic()
+        gold.build(spark, settings, first, last, lookback=False)
+        gold_s = time.monotonic() - started
+    peaks.append(f"{events:,} events: {memory.describe()}")
     label = f"{events:,} generated events ({bronze_rows:,} bronze rows, {built.events:,} unique)"
     rows = [
         {"engine": "Spark local[*]: silver.build", "size": label, "seconds": round(silver_s, 1)},
@@ -219,18 +223,19 @@ def bench_size(spark, events: int, workdir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run(sizes: tuple[int, ...] = (1_000_000,)) -> list[dict[str, Any]]:
-    """One row per engine and size: engine, size, seconds, Spark / DuckDB."""
-    rows = []
+def run(sizes: tuple[int, ...] = (1_000_000,)) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per engine and size (engine, size, seconds, Spark / DuckDB), and one peak-memory line per size."""
+    rows: list[dict[str, Any]] = []
+    peaks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-silver-gold-") as workdir:
         settings = load_settings(environ=bench_environ(Path(workdir)))
         # 6 GiB for the one local JVM (Spark's default is 1 GiB): 10M events' window sorts otherwise spill
         with private_spark(settings, "bench-silver-gold", {"spark.driver.memory": "6g"}) as spark:
             for events in sizes:
                 started = time.monotonic()
-                rows.extend(bench_size(spark, events, Path(workdir)))
+                rows.extend(bench_size(spark, events, Path(workdir), peaks))
                 print(f"[bench] {events:,} events: {time.monotonic() - started:.1f} s in all", file=sys.stderr)
-    return rows
+    return rows, peaks
 
 
 def main() -> None:
@@ -238,7 +243,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000], help="sizes (default 1000000)")
     parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
     args = parser.parse_args()
-    rows = run(tuple(args.events))
+    rows, peaks = run(tuple(args.events))
     heading = "## Silver + gold batch build vs DuckDB (issue 5)"
     if args.validation:
         heading += " - VALIDATION RUN at a small size: not a result"
@@ -255,6 +260,11 @@ def main() -> None:
             "equal to gold's.",
             "",
             markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]),
+            "",
+            "Peak memory (PSS, shared pages split between the processes sharing them) during the Spark silver + gold "
+            "builds, sampled every 0.2 s; driver memory 6 GiB; the Derby metastore, a separate process, left out:",
+            "",
+            *(f"- {line}" for line in peaks),
         ]
     )
     write_section("silver_gold", body)

@@ -16,10 +16,13 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -29,6 +32,56 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; each section says its machine, data size and baseline.\n"
+
+
+class PeakRss:
+    """Peak resident memory of this process and its descendants, sampled on a thread every ``interval_s``.
+
+    Measured as PSS (proportional set size: a page shared by n processes counts 1/n in each), because
+    PySpark's Python workers are forked from one daemon and share most of their pages; their RSS summed
+    would count the interpreter and libraries once per worker.
+
+    Kept per role as well as in all, because they answer different questions: the Python driver's peak shows
+    whether a job collects data into Python, the Spark JVM's (driver and, in ``local[*]``, executors) is
+    bounded by its heap setting, the Python workers' by the UDFs' batches. Each role's peak is its own
+    highest sample; ``total`` is the highest sum of one sample, so it can be below the sum of the peaks.
+    """
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.total = 0
+        self.roles = {"Python driver": 0, "Spark JVM": 0, "Python workers": 0}
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            sample = dict.fromkeys(self.roles, 0)
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    rss = process.memory_full_info().pss  # forked workers share pages: RSS would count them twice
+                    name = process.name()
+                except psutil.Error:
+                    continue
+                role = "Python driver" if process.pid == me.pid else "Spark JVM" if name == "java" else "Python workers"
+                sample[role] += rss
+            for role, rss in sample.items():
+                self.roles[role] = max(self.roles[role], rss)
+            self.total = max(self.total, sum(sample.values()))
+            self._stop.wait(self._interval)
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{role} {rss / 2**30:.2f}" for role, rss in self.roles.items())
+        return f"{self.total / 2**30:.2f} GiB in all (peaks per process role, GiB: {parts})"
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def machine() -> str:
