@@ -28,6 +28,7 @@ from pipelines.quality import (
     write_results,
 )
 from pipelines.quality.predicates import QUARANTINE_TYPES
+from pipelines.quality.runner import SMALL_FRAME_ROWS, render_docs
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 EVENT_TYPES = ["page_view", "product_view", "add_to_cart", "order_completed", "system_alert"]
@@ -533,6 +534,30 @@ def test_data_docs_accumulate_tables_and_runs(spark, events, tmp_path: Path) -> 
     run_page = next((docs / "validations/silver/events/docs-1").glob("*/*.html")).read_text()
     assert "user_key" in run_page and "raw-user-5" in run_page  # the failing values GX samples
     assert "why user_key_is_pseudonym" in (docs / "expectations/silver/events.html").read_text()  # why -> GX notes
+
+
+@pytest.mark.integration
+def test_gates_of_a_build_render_their_pages_in_one_pass(spark, events, tmp_path: Path) -> None:
+    """validate(render=False) keeps the result in the site's store only; render_docs renders several runs' pages
+    and the index once. A small frame's GX run plans without adaptive execution and restores the settings."""
+    docs = tmp_path / "docs"
+    suite = load_suite(write_suite(tmp_path, [PSEUDONYM | {"action": "warn"}]))
+    planning = ("spark.sql.adaptive.enabled", "spark.sql.shuffle.partitions")
+    before = [spark.conf.get(key) for key in planning]
+    assert N <= SMALL_FRAME_ROWS and before[0] == "true"
+    stored = []
+    for run_id in ("one-pass-1", "one-pass-2"):
+        with validate(events, suite, run_id=run_id, docs_dir=docs, render=False) as result:
+            assert result.docs_index is None and result.stored is not None and result.input_rows == N
+            assert [rule.action_taken for rule in result.rules] == ["warn"]  # same verdict as a rendered run
+            stored.append(result.stored)
+    assert [spark.conf.get(key) for key in planning] == before
+    assert not (docs / "index.html").exists()
+    assert render_docs(stored) == docs.resolve() / "index.html"
+    index = (docs / "index.html").read_text()
+    for run_id in ("one-pass-1", "one-pass-2"):
+        assert f"validations/silver/events/{run_id}/" in index
+        assert list((docs / "validations/silver/events" / run_id).glob("*/*.html"))
 
 
 # ---------------------------------------------------------------- the shipped suites on small tables

@@ -4,7 +4,8 @@ A build computes its candidates as DataFrames and hands each to :meth:`JobGates.
 anything. The audit runs the table's suite (``<quality.expectations_dir>/<layer>.<table>.yaml``) with the
 run's parameters and adds the validation to the Data Docs site (``quality.docs_dir``).
 :meth:`JobGates.raise_if_any_failed` then appends the results of every audit so far to
-``ops.quality_results`` in one commit (a gold build audits seven candidates: one commit, not seven) and raises
+``ops.quality_results`` in one commit (a gold build audits seven candidates: one commit, not seven), renders
+their Data Docs pages in one pass (one index rebuild, not seven), and raises
 if a gate failed; the build publishes the passing rows only after it, so a failed gate leaves every target
 table at the Delta version it had and its results recorded.
 
@@ -29,6 +30,7 @@ from pipelines.config import Settings
 from pipelines.platform.lake import Lake
 from pipelines.quality.gate import GateFailed, GateResult, validate
 from pipelines.quality.results import RESULTS_COLUMNS, result_rows, write_rows
+from pipelines.quality.runner import StoredRun, render_docs
 from pipelines.quality.suites import SuiteError, load_suite
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class JobGates:
         self.summaries: list[GateSummary] = []
         self._params: dict[str, Any] | None = None
         self._unrecorded: list[dict[str, Any]] = []  # results rows not yet in ops.quality_results
+        self._unrendered: list[StoredRun] = []  # validations without their Data Docs page yet
 
     @property
     def docs_index(self) -> Path:
@@ -103,8 +106,10 @@ class JobGates:
                 f"{path}: {', '.join(quarantining)}: action quarantine is not supported for {table} (its rows are "
                 "immutable input or aggregates); use fail or warn"
             )
-        result = validate(frame, suite, run_id=self.run_id, docs_dir=self.docs_dir)
+        result = validate(frame, suite, run_id=self.run_id, docs_dir=self.docs_dir, render=False)
         self._unrecorded.extend(result_rows(result))
+        if result.stored is not None:
+            self._unrendered.append(result.stored)
         self.summaries.append(
             GateSummary(
                 table,
@@ -129,7 +134,11 @@ class JobGates:
         self._unrecorded.append(row)
 
     def record(self) -> None:
-        """Append the results of the audits (and skips) since the last call to ops.quality_results: one commit."""
+        """Append the results of the audits (and skips) since the last call to ops.quality_results (one commit)
+        and render their Data Docs pages (one pass)."""
+        if self._unrendered:
+            render_docs(self._unrendered)
+            self._unrendered = []
         if self._unrecorded:
             write_rows(self.spark, self._unrecorded, self.results_path)
             self._unrecorded = []

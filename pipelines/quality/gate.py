@@ -17,7 +17,8 @@ A rule GX could not evaluate (an exception: a column of the wrong type, a bad re
 its action: an unknown result is not a pass. Suite problems that need the table (a missing column, a bad
 ``where`` or derived-column expression) raise :class:`SuiteError` before GX runs.
 
-Cost: the input (plus derived columns) is persisted once; GX runs every rule in one validation; the split
+Cost: the input (plus derived columns) is persisted and counted once - the count computes it, GX's metric
+jobs then read the cache, and the row count picks how they are planned; GX runs every rule in one validation; the split
 costs one aggregation (per-rule counts, checked against GX's) and only happens when a quarantine rule failed.
 """
 
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.quality.predicates import offending_values, unexpected
-from pipelines.quality.runner import SAMPLE_SIZE, RuleOutcome, run_suite
+from pipelines.quality.runner import SAMPLE_SIZE, RuleOutcome, StoredRun, render_docs, run_suite
 from pipelines.quality.suites import Suite, SuiteError, load_suite
 
 if TYPE_CHECKING:
@@ -99,8 +100,9 @@ class GateResult:
     passing: DataFrame
     quarantined: DataFrame | None = None  # the input's columns + _rule, _reason; None: nothing quarantined
     quarantined_rows: int = 0  # rows in ``quarantined`` (a row breaking two rules counts once)
-    input_rows: int | None = None  # counted only when a quarantine rule failed
-    docs_index: Path | None = None
+    input_rows: int | None = None  # rows validated
+    stored: StoredRun | None = None  # the GX result kept for the Data Docs
+    docs_index: Path | None = None  # set once the result's page is rendered
     seconds: float = 0.0
     gx_seconds: float = 0.0
     persisted: DataFrame | None = field(default=None, repr=False)
@@ -162,11 +164,14 @@ def validate(
     *,
     run_id: str,
     docs_dir: str | os.PathLike[str] | None = None,
+    render: bool = True,
 ) -> GateResult:
     """Run ``suite`` on ``df`` and apply the rules' actions; never raises for bad data (see ``raise_if_failed``).
 
-    ``docs_dir``: the Data Docs site to add this validation to (``GateResult.docs_index`` is its index.html).
-    The returned frames read the persisted input: release the result after writing them.
+    ``docs_dir``: the Data Docs site to add this validation to (``GateResult.docs_index`` is its index.html);
+    ``render=False`` only keeps the result in the site's store, for a caller that renders several gates' pages
+    at once (``runner.render_docs(result.stored, ...)``). The returned frames read the persisted input: release
+    the result after writing them.
     """
     from pyspark import StorageLevel
 
@@ -176,7 +181,8 @@ def validate(
     if owned:
         frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        gx_run = run_suite(frame, suite, run_id, docs_dir)
+        rows = frame.count()  # computes (and caches) the input once, before GX's metric jobs read it
+        gx_run = run_suite(frame, suite, run_id, docs_dir, rows)
         rules = [_rule_result(rule, gx_run.outcomes[rule.name]) for rule in suite.rules]
         result = GateResult(
             run_id=run_id,
@@ -184,10 +190,13 @@ def validate(
             suite=Path(suite.source).name,
             rules=rules,
             passing=frame.select(*df.columns) if suite.derived_columns else frame,
-            docs_index=gx_run.docs_index,
+            input_rows=rows,
+            stored=gx_run.stored,
             gx_seconds=gx_run.seconds,
             persisted=frame if owned else None,
         )
+        if render and gx_run.stored is not None:
+            result.docs_index = render_docs([gx_run.stored])
         _split(result, suite, frame, list(df.columns))
     except BaseException:
         if owned:
@@ -310,12 +319,11 @@ def _split(result: GateResult, suite: Suite, frame: DataFrame, columns: list[str
     flags = {f"_q{i}": unexpected(rule) for i, rule in enumerate(rules)}
     flagged = frame.withColumns(flags)
     counts = flagged.agg(
-        F.count(F.lit(1)).alias("_rows"),
         *[F.sum(F.col(flag).cast("long")).alias(flag) for flag in flags],
         F.sum(_any(flags).cast("long")).alias("_any"),
     ).first()
     assert counts is not None
-    total = int(counts["_rows"])
+    total = result.input_rows or 0
     by_name = {r.name: r for r in result.rules}
     for flag, rule in zip(flags, rules, strict=True):
         rule_result = by_name[rule.name]
@@ -344,4 +352,3 @@ def _split(result: GateResult, suite: Suite, frame: DataFrame, columns: list[str
         *columns, F.concat_ws(",", *names).alias(RULE_COLUMN), F.concat_ws("; ", *reasons).alias(REASON_COLUMN)
     )
     result.quarantined_rows = int(counts["_any"] or 0)
-    result.input_rows = total

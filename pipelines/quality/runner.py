@@ -14,7 +14,14 @@ Everything GX-specific lives here, so the gate reads plain dicts and GX upgrades
   up to 20 failing rows' keys per rule, which is all the samples need (``COMPLETE`` would collect every
   failing value to the driver). The detailed run is the one recorded and rendered; on the same persisted
   frame it reaches the same verdicts. A gate that passes - the common case - pays for counts only;
-* Data Docs in the caller's folder. The ephemeral context's own site points at a random temp folder and
+* on a small frame (at most ``SMALL_FRAME_ROWS`` rows: gold's aggregates, reconciliation frames) the
+  metric jobs run without adaptive execution and with one shuffle partition. A gate is some 15 tiny Spark
+  jobs whose cost is planning, not data: adaptive execution re-plans each shuffle as its own stage, and
+  coalesces to one partition anyway. Measured on the seven gold gates of a 30k-event build: about 12% less
+  GX time; the session's settings are restored after the run;
+* Data Docs in the caller's folder, rendered by :func:`render_docs` for any number of runs at once (a build
+  renders its gates' pages once, not once per gate: each rendering rebuilds the index, re-reading up to
+  ``INDEX_RUNS`` stored results). The ephemeral context's own site points at a random temp folder and
   its stores live in memory, and GX's index builder DELETES pages whose results are not in the context's
   stores - so with in-memory stores every run would wipe the pages of earlier runs and other tables. The
   context here keeps its suites and validation results as JSON under ``<docs>/.gx_store`` instead: the
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.quality.suites import Suite, gx_module
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 SAMPLE_SIZE = 20
 _CAUSE = re.compile(r"(?:[a-z_]\w*\.)*([A-Z]\w*(?:Exception|Error)): ")
@@ -45,6 +54,7 @@ STORE_DIR = ".gx_store"
 # time it rebuilds the index (once per gate run): unbounded, the index cost grows with the lake's age (32 gate
 # runs read 2,700 stored results). Older pages stay in the site; only the index stops listing them.
 INDEX_RUNS = 200
+SMALL_FRAME_ROWS = 100_000
 
 
 @dataclass
@@ -59,8 +69,17 @@ class RuleOutcome:
 @dataclass
 class GxRun:
     outcomes: dict[str, RuleOutcome]  # by rule name
-    docs_index: Path | None
+    stored: StoredRun | None  # where the run's result is kept for the Data Docs (None: no docs folder)
     seconds: float
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A validation result kept in a Data Docs folder's store, not yet rendered (see :func:`render_docs`)."""
+
+    docs_dir: Path
+    result_id: Any  # GX's ValidationResultIdentifier
+    suite_name: str
 
 
 def _context(docs_dir: Path | None) -> Any:
@@ -123,11 +142,16 @@ def _brief(message: str) -> str:
     return f"{cause.group(1)}: {rest}".strip()[:300]
 
 
-def run_suite(df: DataFrame, suite: Suite, run_id: str, docs_dir: str | Path | None = None) -> GxRun:
+def run_suite(
+    df: DataFrame, suite: Suite, run_id: str, docs_dir: str | Path | None = None, rows: int | None = None
+) -> GxRun:
     """Validate ``df`` (already persisted, derived columns added) against every rule of ``suite`` at once:
-    counts first, then - only if a rule failed - again with samples of the failing rows' keys."""
+    counts first, then - only if a rule failed - again with samples of the failing rows' keys.
+
+    ``docs_dir``: keep the result in that Data Docs folder's store (render it with :func:`render_docs`).
+    ``rows``: the frame's row count, if known; a small frame's metric jobs skip adaptive execution.
+    """
     gx = gx_module()
-    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     started = time.monotonic()
     docs = Path(docs_dir).resolve() if docs_dir is not None else None
@@ -144,20 +168,51 @@ def run_suite(df: DataFrame, suite: Suite, run_id: str, docs_dir: str | Path | N
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite.name, data=batch, suite=expectation_suite)
     )
-    counts = {"result_format": "BASIC", "partial_unexpected_count": 0}
-    outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, counts)
-    if not all(outcome.success and outcome.error is None for outcome in outcomes.values()):
-        detail: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
-        if suite.key_columns:
-            detail["unexpected_index_column_names"] = list(suite.key_columns)
-        context.validation_results_store.remove_key(result_id)  # one result per gate run in the Data Docs
-        outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, detail)
-    if docs is not None:  # what GX's UpdateDataDocsAction does, for the run kept
-        context.build_data_docs(
-            site_names=[DOCS_SITE], resource_identifiers=[result_id, ExpectationSuiteIdentifier(name=suite.name)]
+    small = rows is not None and rows <= SMALL_FRAME_ROWS
+    with _planned_for_small_data(df.sparkSession, small):
+        counts = {"result_format": "BASIC", "partial_unexpected_count": 0}
+        outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, counts)
+        if not all(outcome.success and outcome.error is None for outcome in outcomes.values()):
+            detail: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
+            if suite.key_columns:
+                detail["unexpected_index_column_names"] = list(suite.key_columns)
+            context.validation_results_store.remove_key(result_id)  # one result per gate run in the Data Docs
+            outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, detail)
+    stored = StoredRun(docs, result_id, suite.name) if docs is not None else None
+    return GxRun(outcomes, stored, round(time.monotonic() - started, 2))
+
+
+def render_docs(runs: Sequence[StoredRun]) -> Path | None:
+    """Render the pages of ``runs`` (and their suites) and the index of their Data Docs folder, in one pass per
+    folder - what GX's UpdateDataDocsAction does for one run. Returns the index.html of the last folder."""
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
+
+    index: Path | None = None
+    for docs in dict.fromkeys(run.docs_dir for run in runs):
+        mine = [run for run in runs if run.docs_dir == docs]
+        suites = [ExpectationSuiteIdentifier(name=name) for name in dict.fromkeys(run.suite_name for run in mine)]
+        _context(docs).build_data_docs(
+            site_names=[DOCS_SITE], resource_identifiers=[*(run.result_id for run in mine), *suites]
         )
-    index = docs / "index.html" if docs and (docs / "index.html").exists() else None
-    return GxRun(outcomes, index, round(time.monotonic() - started, 2))
+        index = docs / "index.html" if (docs / "index.html").exists() else None
+    return index
+
+
+@contextmanager
+def _planned_for_small_data(spark: SparkSession, small: bool) -> Iterator[None]:
+    """Adaptive execution off and one shuffle partition for the block, when ``small``; the settings restored."""
+    if not small:
+        yield
+        return
+    wanted = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "1"}
+    before = {key: spark.conf.get(key) for key in wanted}
+    for key, value in wanted.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
 
 
 def _checkpoint_run(
