@@ -9,11 +9,12 @@ Checkpoints need no helper: Delta writes one every ``delta.checkpointInterval`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+from pipelines.platform.spark import session_conf
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,22 +176,6 @@ def compact(spark: SparkSession, path: str, where: str | None = None) -> dict[st
     return {} if row is None else row["metrics"].asDict(recursive=True)
 
 
-@contextmanager
-def _session_conf(spark: SparkSession, overrides: Mapping[str, str]) -> Iterator[None]:
-    """Set session settings for one command and put the previous values back."""
-    previous = {key: spark.conf.get(key, None) for key in overrides}
-    for key, value in overrides.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
-
-
 def vacuum(
     spark: SparkSession,
     path: str,
@@ -217,7 +202,7 @@ def vacuum(
     overrides = {LISTING_PARALLELISM: str(max(1, spark.sparkContext.defaultParallelism))}
     if not enforce_retention_duration:
         overrides[RETENTION_CHECK] = "false"
-    with _session_conf(spark, overrides):
+    with session_conf(spark, overrides):
         files = sorted(row["path"] for row in spark.sql(command + " DRY RUN").collect())
         if not dry_run:
             spark.sql(command).collect()

@@ -33,17 +33,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.platform.spark import session_conf
 from pipelines.quality.suites import Suite, gx_module
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
 SAMPLE_SIZE = 20
 _CAUSE = re.compile(r"(?:[a-z_]\w*\.)*([A-Z]\w*(?:Exception|Error)): ")
@@ -55,6 +56,7 @@ STORE_DIR = ".gx_store"
 # runs read 2,700 stored results). Older pages stay in the site; only the index stops listing them.
 INDEX_RUNS = 200
 SMALL_FRAME_ROWS = 100_000
+SMALL_FRAME_PLANNING = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "1"}
 
 
 @dataclass
@@ -169,7 +171,7 @@ def run_suite(
         gx.ValidationDefinition(name=suite.name, data=batch, suite=expectation_suite)
     )
     small = rows is not None and rows <= SMALL_FRAME_ROWS
-    with _planned_for_small_data(df.sparkSession, small):
+    with session_conf(df.sparkSession, SMALL_FRAME_PLANNING) if small else nullcontext():
         counts = {"result_format": "BASIC", "partial_unexpected_count": 0}
         outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, counts)
         if not all(outcome.success and outcome.error is None for outcome in outcomes.values()):
@@ -196,23 +198,6 @@ def render_docs(runs: Sequence[StoredRun]) -> Path | None:
         )
         index = docs / "index.html" if (docs / "index.html").exists() else None
     return index
-
-
-@contextmanager
-def _planned_for_small_data(spark: SparkSession, small: bool) -> Iterator[None]:
-    """Adaptive execution off and one shuffle partition for the block, when ``small``; the settings restored."""
-    if not small:
-        yield
-        return
-    wanted = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "1"}
-    before = {key: spark.conf.get(key) for key in wanted}
-    for key, value in wanted.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            spark.conf.set(key, value)
 
 
 def _checkpoint_run(
