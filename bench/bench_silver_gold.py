@@ -34,7 +34,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import PeakRss, bench_environ, machine, markdown_table, private_spark, write_section
+from bench.common import (
+    PeakRss,
+    bench_environ,
+    machine,
+    markdown_table,
+    private_spark,
+    return_freed_memory,
+    write_section,
+)
 from pipelines import gold, silver
 from pipelines.config import load_settings
 from pipelines.platform.lake import Lake
@@ -190,6 +198,7 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str]) -> list[dict
         file=sys.stderr,
     )
 
+    return_freed_memory()  # the generator's chunks: not the build's memory
     with PeakRss() as memory:
         started = time.monotonic()
         built = silver.build(spark, settings, first, last)
@@ -262,7 +271,8 @@ def main() -> None:
             markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]),
             "",
             "Peak memory (PSS, shared pages split between the processes sharing them) during the Spark silver + gold "
-            "builds, sampled every 0.2 s; driver memory 6 GiB; the Derby metastore, a separate process, left out:",
+            "builds, sampled every 0.2 s, with each process role's value when the builds started; driver memory "
+            "6 GiB; the Derby metastore left out:",
             "",
             *(f"- {line}" for line in peaks),
         ]

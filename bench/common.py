@@ -44,12 +44,15 @@ class PeakRss:
     Kept per role as well as in all, because they answer different questions: the Python driver's peak shows
     whether a job collects data into Python, the Spark JVM's (driver and, in ``local[*]``, executors) is
     bounded by its heap setting, the Python workers' by the UDFs' batches. Each role's peak is its own
-    highest sample; ``total`` is the highest sum of one sample, so it can be below the sum of the peaks.
+    highest sample; ``total`` is the highest sum of one sample, so it can be below the sum of the peaks. The
+    first sample is kept too (``at_start``): what the process held before the measured work (a benchmark's
+    data generator, say). The Derby metastore JVM is a descendant but not part of a build: left out.
     """
 
     def __init__(self, interval_s: float = 0.2) -> None:
         self.total = 0
         self.roles = {"Python driver": 0, "Spark JVM": 0, "Python workers": 0}
+        self.at_start: dict[str, int] | None = None
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -62,17 +65,25 @@ class PeakRss:
                 try:
                     rss = process.memory_full_info().pss  # forked workers share pages: RSS would count them twice
                     name = process.name()
+                    derby = name == "java" and any("derby.system.home" in arg for arg in process.cmdline())
                 except psutil.Error:
+                    continue
+                if derby:
                     continue
                 role = "Python driver" if process.pid == me.pid else "Spark JVM" if name == "java" else "Python workers"
                 sample[role] += rss
+            if self.at_start is None:
+                self.at_start = dict(sample)
             for role, rss in sample.items():
                 self.roles[role] = max(self.roles[role], rss)
             self.total = max(self.total, sum(sample.values()))
             self._stop.wait(self._interval)
 
     def describe(self) -> str:
-        parts = ", ".join(f"{role} {rss / 2**30:.2f}" for role, rss in self.roles.items())
+        start = self.at_start or {}
+        parts = ", ".join(
+            f"{role} {rss / 2**30:.2f} ({start.get(role, 0) / 2**30:.2f} at start)" for role, rss in self.roles.items()
+        )
         return f"{self.total / 2**30:.2f} GiB in all (peaks per process role, GiB: {parts})"
 
     def __enter__(self) -> PeakRss:
@@ -82,6 +93,19 @@ class PeakRss:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def return_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so a memory sample
+    taken next is not what generated test data left behind."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: nothing to trim
+        pass
 
 
 def machine() -> str:
