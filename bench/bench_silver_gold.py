@@ -18,17 +18,21 @@ process role (Python driver, Spark JVM, Python workers): the driver's shows whet
 Python. The Spark JVM and the metastore database are stopped by PID at the end.
 
 Run: ``.venv/bin/python -m bench.bench_silver_gold [--events 1000000 10000000]``; rewrites its BENCHMARKS.md
-section (``--validation``: labelled as a small validation run, not a result).
+section (``--validation``: labelled as a small validation run, not a result). Generating 10M events takes
+about 20 minutes: ``--workdir DIR`` keeps each size's bronze in DIR, and a later run with the same DIR reuses
+it, removing and rebuilding everything built from it (the timed part is unchanged: a first build).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -182,7 +186,15 @@ def _gold_results(spark, settings) -> dict[str, dict]:
     }
 
 
-def bench_size(spark, events: int, workdir: Path, peaks: list[str]) -> list[dict[str, Any]]:
+def _reuse_generated(settings, generated: Path) -> tuple[int, date, date]:
+    """The bronze an earlier run generated, with every table built from it removed (a first build again)."""
+    for layer in ("silver", "gold", "ops"):
+        shutil.rmtree(Path(Lake(settings).root) / layer, ignore_errors=True)
+    facts = json.loads(generated.read_text())
+    return facts["bronze_rows"], date.fromisoformat(facts["first"]), date.fromisoformat(facts["last"])
+
+
+def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool = False) -> list[dict[str, Any]]:
     """Rows of one size; appends the peak memory of its silver + gold builds to ``peaks``."""
     root = workdir / f"lake-{events}"
     environ = bench_environ(
@@ -192,11 +204,17 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str]) -> list[dict
     )
     settings = load_settings(environ=environ)
     started = time.monotonic()
-    bronze_rows, first, last = write_generated_bronze(spark, settings, events)
-    print(
-        f"[bench] {events:,} events: bronze generated and written in {time.monotonic() - started:.1f} s",
-        file=sys.stderr,
-    )
+    generated = root / "generated.json"  # written once bronze and the users file are complete
+    if generated.exists():  # --workdir of an earlier run: same events, built from scratch again
+        bronze_rows, first, last = _reuse_generated(settings, generated)
+        print(f"[bench] {events:,} events: bronze of an earlier run reused ({bronze_rows:,} rows)", file=sys.stderr)
+    else:
+        bronze_rows, first, last = write_generated_bronze(spark, settings, events)
+        generated.write_text(json.dumps({"bronze_rows": bronze_rows, "first": str(first), "last": str(last)}))
+        print(
+            f"[bench] {events:,} events: bronze generated and written in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+        )
 
     return_freed_memory()  # the generator's chunks: not the build's memory
     with PeakRss() as memory:
@@ -207,6 +225,7 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str]) -> list[dict
         gold.build(spark, settings, first, last, lookback=False)
         gold_s = time.monotonic() - started
     peaks.append(f"{events:,} events: {memory.describe()}")
+    print(f"[bench] {events:,} events: silver {silver_s:.1f} s, gold {gold_s:.1f} s; {peaks[-1]}", file=sys.stderr)
     label = f"{events:,} generated events ({bronze_rows:,} bronze rows, {built.events:,} unique)"
     rows = [
         {"engine": "Spark local[*]: silver.build", "size": label, "seconds": round(silver_s, 1)},
@@ -214,6 +233,7 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str]) -> list[dict
         {"engine": "Spark local[*]: silver + gold", "size": label, "seconds": round(silver_s + gold_s, 1)},
     ]
     seconds, results = _duckdb(settings, first, last)
+    print(f"[bench] {events:,} events: DuckDB {seconds:.1f} s", file=sys.stderr)
     expected = _gold_results(spark, settings)
     disagree = [name for name in ("dau", "event_counts", "revenue") if results[name] != expected[name]]
     if disagree:
@@ -227,22 +247,29 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str]) -> list[dict
     )
     for row in rows:
         row["Spark / DuckDB"] = f"{row['seconds'] / seconds:.1f}x"
-    shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
     print(markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]), flush=True)
     return rows
 
 
-def run(sizes: tuple[int, ...] = (1_000_000,)) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per engine and size (engine, size, seconds, Spark / DuckDB), and one peak-memory line per size."""
+def run(sizes: tuple[int, ...] = (1_000_000,), keep: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per engine and size (engine, size, seconds, Spark / DuckDB), and one peak-memory line per size.
+
+    ``keep``: work in that folder and keep each size's generated bronze there (a later run with the same folder
+    reuses it and rebuilds silver and gold from scratch); by default a temporary folder, removed.
+    """
     rows: list[dict[str, Any]] = []
     peaks: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="bench-silver-gold-") as workdir:
+    with (
+        nullcontext(str(keep)) if keep is not None else tempfile.TemporaryDirectory(prefix="bench-silver-gold-")
+    ) as workdir:
         settings = load_settings(environ=bench_environ(Path(workdir)))
         # 6 GiB for the one local JVM (Spark's default is 1 GiB): 10M events' window sorts otherwise spill
         with private_spark(settings, "bench-silver-gold", {"spark.driver.memory": "6g"}) as spark:
             for events in sizes:
                 started = time.monotonic()
-                rows.extend(bench_size(spark, events, Path(workdir), peaks))
+                rows.extend(bench_size(spark, events, Path(workdir), peaks, keep is not None))
                 print(f"[bench] {events:,} events: {time.monotonic() - started:.1f} s in all", file=sys.stderr)
     return rows, peaks
 
@@ -251,8 +278,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000], help="sizes (default 1000000)")
     parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the generated bronze in this folder; a later run with it skips generation (default: temporary)",
+    )
     args = parser.parse_args()
-    rows, peaks = run(tuple(args.events))
+    rows, peaks = run(tuple(args.events), args.workdir)
     heading = "## Silver + gold batch build vs DuckDB (issue 5)"
     if args.validation:
         heading += " - VALIDATION RUN at a small size: not a result"
