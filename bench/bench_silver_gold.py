@@ -140,12 +140,13 @@ def _spec(events: int, chunk: int) -> GeneratorSpec:
 def write_generated_bronze(spark, settings, events: int) -> tuple[int, date, date]:
     """Generate chunk by chunk into bronze (and the users file); returns rows written and the day range."""
     rows_written, users = 0, []
+    offsets: dict[tuple[str, int], int] = {}  # one stream: Kafka coordinates unique across chunks
     chunks = -(-events // CHUNK_EVENTS)
     for chunk in range(chunks):
         spec = _spec(events, chunk)
         messages, _ = generate(spec, settings.kafka.topic_for_event_type)
         users.extend(sample_users(messages))
-        table = bronze_table(bronze_rows_from_generated(messages))
+        table = bronze_table(bronze_rows_from_generated(messages, offsets=offsets))
         write_bronze(spark, Lake(settings).bronze_events, table)
         rows_written += table.num_rows
     write_users_file(users, Path(settings.resolve_path(settings.silver.dimensions_dir)) / "users.csv")

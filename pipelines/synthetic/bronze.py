@@ -71,13 +71,18 @@ def bronze_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=BRONZE_EVENTS_SCHEMA)
 
 
-def bronze_rows_from_generated(messages: Iterable[GeneratedMessage], partitions: int = 4) -> list[dict[str, Any]]:
+def bronze_rows_from_generated(
+    messages: Iterable[GeneratedMessage], partitions: int = 4, offsets: dict[tuple[str, int], int] | None = None
+) -> list[dict[str, Any]]:
     """What bronze would hold for a generated stream: every valid and duplicate message, none of the malformed.
 
     Kafka coordinates: partition from the key's CRC32 (stable), offsets counted per topic and partition in
-    publish order; ingested one second after publishing.
+    publish order; ingested one second after publishing. ``offsets``: the next offset per (topic, partition),
+    updated in place - pass the same dict for every chunk of one stream. Coordinates must be unique as in
+    Kafka: dedup names the copies it drops by them, so chunks that all start at offset 0 would make it drop
+    rows of other chunks that share a duplicate's coordinates.
     """
-    offsets: dict[tuple[str, int], int] = {}
+    offsets = {} if offsets is None else offsets
     rows = []
     for message in messages:
         if message.kind == "malformed":
