@@ -614,6 +614,61 @@ def test_shipped_gold_suites_catch_broken_rows(spark, tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_small_frames_pass_on_pandas_and_fail_on_spark(spark, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small frame is validated by GX's pandas engine first; a pass there is the gate's result (the same rule
+    results as on Spark, ``where`` included), and any failure is settled by a Spark run: pandas never passes
+    what Spark fails."""
+    from pipelines.quality import runner
+
+    suite = load_suites(EXPECTATIONS_DIR, PARAMS)["gold.revenue"]
+    d1 = date(2026, 11, 1)
+    money = "decimal(18,2)"
+    schema = (
+        f"tenant_id string, date date, currency string, orders long, revenue {money}, discounts {money}, "
+        f"gross_revenue {money}, average_order_value {money}"
+    )
+    rows = [
+        ("t1", d1, "EUR", 2, Decimal("30.00"), Decimal("5.00"), Decimal("35.00"), Decimal("15.00")),
+        ("t1", d1, "USD", 3, Decimal("10.00"), Decimal("0.00"), Decimal("10.00"), Decimal("3.33")),
+        ("t2", d1, "EUR", 0, Decimal("0.00"), Decimal("0.00"), Decimal("0.00"), None),
+    ]
+    # both `where` rules select a strict subset: a condition applied wrongly would fail the frame
+    good = spark.createDataFrame(rows, schema)
+
+    def rule_results(df: Any) -> tuple[str, list[tuple[str, bool, int | None, int | None]]]:
+        with validate(df, suite, run_id="engines") as result:
+            return result.gx_engine, [(r.name, r.success, r.element_count, r.unexpected_count) for r in result.rules]
+
+    engine, on_pandas = rule_results(good)
+    assert engine == "pandas" and all(success for _, success, _, _ in on_pandas)
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "SMALL_FRAME_ROWS", 0)  # every frame is "large": Spark only
+        assert rule_results(good) == ("spark", on_pandas)
+
+    # each rule broken once: the pandas pass reports a failure, and the result comes from Spark
+    broken = [
+        [*rows, rows[0]],  # one_row_per_currency
+        [rows[0], (*rows[1][:3], -1, *rows[1][4:]), rows[2]],  # orders_non_negative (outside both wheres)
+        [rows[0], rows[1], (*rows[2][:4], Decimal("4.00"), Decimal("0.00"), Decimal("4.00"), None)],  # no orders
+        [(*rows[0][:6], Decimal("36.00"), rows[0][7]), rows[1], rows[2]],  # gross_is_revenue_plus_discounts
+        [rows[0], (*rows[1][:7], Decimal("3.40")), rows[2]],  # average_order_value_consistent
+        [rows[0], (rows[1][0], d1, "usd", *rows[1][3:]), rows[2]],  # currency_is_iso_code (warn)
+    ]
+    expected = [
+        "one_row_per_currency",
+        "orders_non_negative",
+        "no_revenue_without_orders",
+        "gross_is_revenue_plus_discounts",
+        "average_order_value_consistent",
+        "currency_is_iso_code",
+    ]
+    for frame, rule_name in zip(broken, expected, strict=True):
+        engine, results = rule_results(spark.createDataFrame(frame, schema))
+        assert engine == "spark", rule_name
+        assert [name for name, success, _, _ in results if not success] == [rule_name]
+
+
+@pytest.mark.integration
 def test_shipped_bronze_and_silver_suites(spark, tmp_path: Path) -> None:
     suites = load_suites(EXPECTATIONS_DIR, PARAMS)
     now = datetime(2026, 11, 5, 12, tzinfo=UTC)

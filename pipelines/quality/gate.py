@@ -18,7 +18,8 @@ its action: an unknown result is not a pass. Suite problems that need the table 
 ``where`` or derived-column expression) raise :class:`SuiteError` before GX runs.
 
 Cost: the input (plus derived columns) is persisted and counted once - the count computes it, GX's metric
-jobs then read the cache, and the row count picks how they are planned; GX runs every rule in one validation; the split
+jobs then read the cache, and the row count picks the engine (a small frame is tried on GX's pandas engine first, see
+``runner``); GX runs every rule in one validation; the split
 costs one aggregation (per-rule counts, checked against GX's) and only happens when a quarantine rule failed.
 """
 
@@ -105,6 +106,7 @@ class GateResult:
     docs_index: Path | None = None  # set once the result's page is rendered
     seconds: float = 0.0
     gx_seconds: float = 0.0
+    gx_engine: str = "spark"  # whose results these are: spark, or pandas (a small frame that passed there)
     persisted: DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -193,6 +195,7 @@ def validate(
             input_rows=rows,
             stored=gx_run.stored,
             gx_seconds=gx_run.seconds,
+            gx_engine=gx_run.engine,
             persisted=frame if owned else None,
         )
         if render and gx_run.stored is not None:

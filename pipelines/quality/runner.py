@@ -14,11 +14,18 @@ Everything GX-specific lives here, so the gate reads plain dicts and GX upgrades
   up to 20 failing rows' keys per rule, which is all the samples need (``COMPLETE`` would collect every
   failing value to the driver). The detailed run is the one recorded and rendered; on the same persisted
   frame it reaches the same verdicts. A gate that passes - the common case - pays for counts only;
-* on a small frame (at most ``SMALL_FRAME_ROWS`` rows: gold's aggregates, reconciliation frames) the
-  metric jobs run without adaptive execution and with one shuffle partition. A gate is some 15 tiny Spark
-  jobs whose cost is planning, not data: adaptive execution re-plans each shuffle as its own stage, and
-  coalesces to one partition anyway. The seven gold gates of a 30k-event build, same persisted frames,
-  best of two: 9.1 s of GX time with the session's settings, 8.1 s with these (restored after the run);
+* a small frame (at most ``SMALL_FRAME_ROWS`` rows: gold's aggregates, reconciliation frames) is first
+  validated by GX's pandas engine on a copy collected in one Spark job, each rule's ``where`` evaluated by
+  Spark into a boolean column on the way (the condition stays Spark SQL). On Spark, such a gate is some 15
+  tiny jobs whose cost is planning, not data: about 1.3 s per gold gate, against 0.06 s for GX on pandas
+  plus the collect. When every rule passes there, that is the result. Otherwise - a rule failed or raised -
+  the suite runs on Spark as below, and only Spark's results are used: the verdicts, samples, error
+  messages and quarantine split of a failing gate are the Spark engine's, whatever the frame's size. The
+  pandas pass can only save time, never turn a failure into a pass: it passes a rule only where Spark
+  would (the same values, Python's regex flavour for the few ``match_regex`` rules, which the suites keep
+  to the syntax both share - a disagreement would show as a failure on pandas and be settled by Spark).
+  The Spark run of a small frame plans without adaptive execution and with one shuffle partition
+  (adaptive execution re-plans each tiny shuffle as its own stage; restored after the run);
 * Data Docs in the caller's folder, rendered by :func:`render_docs` for any number of runs at once (a build
   renders its gates' pages once, not once per gate: each rendering rebuilds the index, re-reading up to
   ``INDEX_RUNS`` stored results). The ephemeral context's own site points at a random temp folder and
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -73,6 +81,7 @@ class GxRun:
     outcomes: dict[str, RuleOutcome]  # by rule name
     stored: StoredRun | None  # where the run's result is kept for the Data Docs (None: no docs folder)
     seconds: float
+    engine: str = "spark"  # the GX engine whose results these are: spark, or pandas (a small frame that passed)
 
 
 @dataclass(frozen=True)
@@ -151,37 +160,68 @@ def run_suite(
     counts first, then - only if a rule failed - again with samples of the failing rows' keys.
 
     ``docs_dir``: keep the result in that Data Docs folder's store (render it with :func:`render_docs`).
-    ``rows``: the frame's row count, if known; a small frame's metric jobs skip adaptive execution.
+    ``rows``: the frame's row count, if known; a small frame is tried on GX's pandas engine first.
     """
-    gx = gx_module()
-
     started = time.monotonic()
     docs = Path(docs_dir).resolve() if docs_dir is not None else None
     context = _context(docs)
-    batch = (
-        context.data_sources.add_spark("spark", persist=False)
-        .add_dataframe_asset(suite.table)
-        .add_batch_definition_whole_dataframe("whole_dataframe")
-    )
-    expectation_suite = gx.ExpectationSuite(name=suite.name)
-    for rule in suite.rules:
-        expectation_suite.add_expectation(rule.expectation())
-    expectation_suite = context.suites.add_or_update(expectation_suite)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite.name, data=batch, suite=expectation_suite)
-    )
     small = rows is not None and rows <= SMALL_FRAME_ROWS
+    counts = {"result_format": "BASIC", "partial_unexpected_count": 0}
     with session_conf(df.sparkSession, SMALL_FRAME_PLANNING) if small else nullcontext():
-        counts = {"result_format": "BASIC", "partial_unexpected_count": 0}
+        if small:
+            definition = _definition(context, suite, on_pandas=True)
+            with warnings.catch_warnings():  # GX's pandas regex check uses str.contains, which warns on groups
+                warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression", UserWarning)
+                outcomes, result_id = _checkpoint_run(context, definition, _collected(df, suite), suite, run_id, counts)
+            if _all_passed(outcomes):
+                stored = StoredRun(docs, result_id, suite.name) if docs is not None else None
+                return GxRun(outcomes, stored, round(time.monotonic() - started, 2), "pandas")
+            context.validation_results_store.remove_key(result_id)  # one result per gate run in the Data Docs
+        definition = _definition(context, suite, on_pandas=False)
         outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, counts)
-        if not all(outcome.success and outcome.error is None for outcome in outcomes.values()):
+        if not _all_passed(outcomes):
             detail: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
             if suite.key_columns:
                 detail["unexpected_index_column_names"] = list(suite.key_columns)
-            context.validation_results_store.remove_key(result_id)  # one result per gate run in the Data Docs
+            context.validation_results_store.remove_key(result_id)
             outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, detail)
     stored = StoredRun(docs, result_id, suite.name) if docs is not None else None
-    return GxRun(outcomes, stored, round(time.monotonic() - started, 2))
+    return GxRun(outcomes, stored, round(time.monotonic() - started, 2), "spark")
+
+
+def _all_passed(outcomes: dict[str, RuleOutcome]) -> bool:
+    return all(outcome.success and outcome.error is None for outcome in outcomes.values())
+
+
+def _definition(context: Any, suite: Suite, *, on_pandas: bool) -> Any:
+    """A validation definition of every rule of ``suite`` over a whole-frame batch of a Spark or pandas source."""
+    gx = gx_module()
+    if on_pandas:
+        source = context.data_sources.add_pandas("pandas")
+    else:
+        source = context.data_sources.add_spark("spark", persist=False)
+    batch = source.add_dataframe_asset(suite.table).add_batch_definition_whole_dataframe("whole_dataframe")
+    expectation_suite = gx.ExpectationSuite(name=suite.name)
+    for rule in suite.rules:
+        expectation_suite.add_expectation(rule.expectation(on_pandas=on_pandas))
+    expectation_suite = context.suites.add_or_update(expectation_suite)
+    return context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=expectation_suite)
+    )
+
+
+def _collected(df: DataFrame, suite: Suite) -> Any:
+    """The rows of a small ``df`` as a pandas frame (Arrow, one Spark job), with each rule's ``where`` evaluated by
+    Spark into :attr:`Rule.where_column` - a null condition counts as false, as in ``DataFrame.filter``."""
+    from pyspark.sql import functions as F
+
+    flags = [
+        F.coalesce(F.expr(rule.where), F.lit(False)).alias(rule.where_column)
+        for rule in suite.rules
+        if rule.where is not None
+    ]
+    with session_conf(df.sparkSession, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
+        return df.select("*", *flags).toPandas()
 
 
 def render_docs(runs: Sequence[StoredRun]) -> Path | None:

@@ -105,18 +105,28 @@ class Rule:
     where: str | None = None
     max_failure_pct: float | None = None
 
-    def expectation(self) -> Any:
-        """A fresh GX expectation for one validation (GX mutates the instances a suite holds: ids, rendering)."""
+    def expectation(self, on_pandas: bool = False) -> Any:
+        """A fresh GX expectation for one validation (GX mutates the instances a suite holds: ids, rendering).
+
+        ``on_pandas``: for GX's pandas engine, on a frame where Spark already evaluated ``where`` into the boolean
+        column :attr:`where_column` (the condition stays Spark SQL whatever the engine).
+        """
         cls = expectation_class(self.type)  # imports GX the right way first (analytics off)
         assert cls is not None, self.type  # checked by load_suite
         from great_expectations.expectations.row_conditions import PassThroughCondition
 
         extra: dict[str, Any] = {"meta": {"rule": self.name}, "notes": self.why}
         if self.where is not None:
-            # A PassThroughCondition is what GX makes of a legacy Spark row_condition string, minus the
-            # deprecation warning: the engine applies it with DataFrame.filter(where).
-            extra["row_condition"] = PassThroughCondition(pass_through_filter=self.where)
+            # A PassThroughCondition is what GX makes of a legacy row_condition string, minus the deprecation
+            # warning: Spark applies it with DataFrame.filter(where), pandas with DataFrame.query(where).
+            condition = f"`{self.where_column}`" if on_pandas else self.where
+            extra["row_condition"] = PassThroughCondition(pass_through_filter=condition)
         return cls(**self.kwargs, **extra)
+
+    @property
+    def where_column(self) -> str:
+        """The boolean column that holds ``where`` (null counted as false) when the rows go to pandas."""
+        return f"_where_{self.index}"
 
     def columns(self) -> list[str]:
         """The columns the kwargs name (checked against the table before running)."""
