@@ -172,6 +172,31 @@ def test_bad_config_fails_before_work(tmp_path: Path) -> None:
     assert "lakehouse.yaml" in result.stderr
 
 
+def test_engine_failures_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """A damaged table reaches the user as one line naming it (delta-rs' Rust backtrace, Py4J's call and the
+    JVM's stack trace stay out of the terminal), with a non-zero exit; --debug shows the traceback."""
+    log = tmp_path / "lake" / "silver" / "events" / "_delta_log"
+    log.mkdir(parents=True)
+    (log / "00000000000000000000.json").write_text('{"commitInfo": ')  # truncated mid-write
+    env = {"LAKEHOUSE__LAKE__ROOT": str(tmp_path / "lake"), "LAKEHOUSE__OPS__STATE_DIR": str(tmp_path / "ops")}
+    days = ("--from", "2026-01-01", "--to", "2026-01-01")
+
+    gold = run_cli("gold", "build", *days, env=env)  # reads silver's partitions with delta-rs first
+    assert gold.returncode == 2
+    assert f"error: cannot read the Delta table at {tmp_path / 'lake' / 'silver' / 'events'}: " in gold.stderr
+
+    validate = run_cli("quality", "validate", "--table", "silver.events", *days, env=env)  # Spark reads the log
+    assert validate.returncode == 1
+    (line,) = [line for line in validate.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: Spark: SparkException: [FAILED_READ_FILE") and "00000000000000000000.json" in line
+    assert line.endswith("(--debug shows the traceback)")
+    for noise in ("Traceback", "Py4J", "\tat org.apache", "<unknown>"):
+        assert noise not in gold.stderr + validate.stderr, noise
+
+    debug = run_cli("--debug", "quality", "validate", "--table", "silver.events", *days, env=env)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "Py4JJavaError" in debug.stderr
+
+
 def test_generate_to_file_and_validate(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     assert run_cli("generate", "--users", "5", "--days", "1", "--out", str(out)).returncode == 0

@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from deltalake.exceptions import DeltaError
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
@@ -174,6 +177,19 @@ def _record_audit(
         err_console.print(f"[red]warning:[/red] audit entry for `{command}` not recorded: {exc}", highlight=False)
 
 
+_JAVA_CLASS = re.compile(r"^(?:[a-z_]\w*\.)+(\w+(?:Exception|Error)): ")
+
+
+def _engine_error(exc: Exception) -> str:
+    """Spark's or delta-rs' error in one line: the message, not the Py4J call or the Java package path."""
+    source = "Delta" if isinstance(exc, DeltaError) else "Spark"
+    lines = [line.strip().removeprefix(": ") for line in str(exc).strip().splitlines() if line.strip()]
+    if isinstance(exc, Py4JJavaError):  # "An error occurred while calling o84.load." then ": org.x.SomeException: ..."
+        lines = [line for line in lines if not line.startswith("An error occurred while calling")]
+    first = _JAVA_CLASS.sub(r"\1: ", lines[0]) if lines else type(exc).__name__
+    return f"{source}: {first}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     session_before = SparkSession.getActiveSession()
@@ -190,13 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         err_console.print("nothing was published; the rules' results are in ops.quality_results and the Data Docs")
         return 1
-    except PySparkException as exc:
+    except (PySparkException, Py4JJavaError, DeltaError) as exc:
         if args.debug:
             raise
-        # An expected Spark failure (missing table, bad SQL, a failed query) in one or two lines, no JVM stack.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # An expected engine failure (missing table, bad SQL, a failed query, a damaged table) in one or two lines,
+        # without the JVM's or Rust's stack.
         err_console.print(
-            f"[red]error:[/red] Spark: {first[:500]} (--debug shows the traceback)", highlight=False, soft_wrap=True
+            f"[red]error:[/red] {_engine_error(exc)[:500]} (--debug shows the traceback)",
+            highlight=False,
+            soft_wrap=True,
         )
         return 1
     except KeyboardInterrupt:

@@ -165,14 +165,21 @@ def replace_partitions(
 def table_partitions(settings: Settings, path: str, columns: Sequence[str]) -> set[tuple]:
     """Distinct partition values of the latest snapshot, from the Delta log only (no data files read)."""
     from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
 
     if not table_exists(settings, path):
         return set()
     import pyarrow as pa
 
-    actions = pa.table(
-        DeltaTable(path, storage_options=settings.lake_storage_options() or None).get_add_actions(flatten=True)
-    )
+    try:
+        actions = pa.table(
+            DeltaTable(path, storage_options=settings.lake_storage_options() or None).get_add_actions(flatten=True)
+        )
+    except DeltaError as exc:  # a damaged log: say which table, not delta-rs' Rust backtrace
+        cause = str(exc).strip().splitlines()[0]
+        raise BatchJobError(
+            f"cannot read the Delta table at {path}: {cause}; its _delta_log needs repair, or rebuild the table"
+        ) from None
     if actions.num_rows == 0:
         return set()
     values = [actions.column(f"partition.{column}").to_pylist() for column in columns]

@@ -183,7 +183,20 @@ def build_spark(
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if settings.spark.master.startswith("local"):
+        _quiet_task_failures(spark)
     return spark
+
+
+def _quiet_task_failures(spark: SparkSession) -> None:
+    """In local mode a failed task's exception is the one the driver raises to the caller (the CLI prints it in a
+    line, ``--debug`` in full): the executor's and the task scheduler's own logs of it would put the same Java
+    stack trace on the user's terminal first. On a cluster those logs stay, in the executors' processes."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+    for logger in ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager"):
+        configurator.setLevel(logger, jvm.org.apache.logging.log4j.Level.OFF)
 
 
 @contextmanager
