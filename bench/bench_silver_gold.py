@@ -50,7 +50,7 @@ from bench.common import (
     write_section,
 )
 from pipelines import gold, silver
-from pipelines.config import load_settings
+from pipelines.config import Settings, load_settings
 from pipelines.platform.lake import Lake
 from pipelines.synthetic.bronze import bronze_rows_from_generated, bronze_table, write_bronze
 from pipelines.synthetic.generator import GeneratorSpec, generate
@@ -202,8 +202,9 @@ def _reuse_generated(settings, generated: Path) -> tuple[int, date, date]:
     return facts["bronze_rows"], date.fromisoformat(facts["first"]), date.fromisoformat(facts["last"])
 
 
-def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool = False) -> list[dict[str, Any]]:
-    """Rows of one size; appends the peak memory of its silver + gold builds to ``peaks``."""
+def prepare_size(spark, events: int, workdir: Path) -> tuple[Settings, int, date, date]:
+    """The settings of one size's lake under ``workdir`` and its bronze (rows, first and last day): generated and
+    written, or reused from an earlier run with the same ``workdir``."""
     root = workdir / f"lake-{events}"
     environ = bench_environ(
         root,
@@ -223,7 +224,12 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool =
             f"[bench] {events:,} events: bronze generated and written in {time.monotonic() - started:.1f} s",
             file=sys.stderr,
         )
+    return settings, bronze_rows, first, last
 
+
+def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool = False) -> list[dict[str, Any]]:
+    """Rows of one size; appends the peak memory of its silver + gold builds to ``peaks``."""
+    settings, bronze_rows, first, last = prepare_size(spark, events, workdir)
     return_freed_memory()  # the generator's chunks: not the build's memory
     with PeakRss() as memory:
         started = time.monotonic()
@@ -256,7 +262,7 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool =
     for row in rows:
         row["Spark / DuckDB"] = f"{row['seconds'] / seconds:.1f}x"
     if not keep:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(workdir / f"lake-{events}", ignore_errors=True)
     print(markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]), flush=True)
     return rows
 
