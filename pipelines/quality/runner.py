@@ -21,9 +21,10 @@ Everything GX-specific lives here, so the gate reads plain dicts and GX upgrades
   plus the collect. When every rule passes there, that is the result. Otherwise - a rule failed or raised -
   the suite runs on Spark as below, and only Spark's results are used: the verdicts, samples, error
   messages and quarantine split of a failing gate are the Spark engine's, whatever the frame's size. The
-  pandas pass can only save time, never turn a failure into a pass: it passes a rule only where Spark
-  would (the same values, Python's regex flavour for the few ``match_regex`` rules, which the suites keep
-  to the syntax both share - a disagreement would show as a failure on pandas and be settled by Spark).
+  engines see the same values, so they can differ only where they judge them differently: Python's regex
+  flavour for the few ``match_regex`` rules (the suites keep to the syntax both share), integer columns with
+  nulls arriving as floats. A rule that fails on pandas only costs the Spark run;
+  ``test_small_frames_pass_on_pandas_and_fail_on_spark`` holds the two engines to the same results.
   The Spark run of a small frame plans without adaptive execution and with one shuffle partition
   (adaptive execution re-plans each tiny shuffle as its own stage; restored after the run);
 * Data Docs in the caller's folder, rendered by :func:`render_docs` for any number of runs at once (a build
