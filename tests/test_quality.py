@@ -669,6 +669,33 @@ def test_small_frames_pass_on_pandas_and_fail_on_spark(spark, monkeypatch: pytes
 
 
 @pytest.mark.integration
+def test_small_frames_pandas_cannot_judge_go_to_spark(spark, tmp_path: Path) -> None:
+    """GX on pandas skips NaN as it skips nulls, Spark counts NaN above every bound: a frame holding NaN is judged
+    by Spark. A `where` that raises at run time (ANSI division by zero) is reported as that rule's error, as on a
+    large frame. Column names of the form _where_<n> are the gate's own."""
+    share = rule("share", "expect_column_values_to_be_between", {"column": "rate", "min_value": 0, "max_value": 1})
+    frame = spark.createDataFrame(
+        [("t1", 0.5, 1), ("t2", float("nan"), 0), ("t3", None, 2)], "tenant_id string, rate double, n int"
+    )
+    with validate(frame, load_suite(write_suite(tmp_path, [share])), run_id="nan") as result:
+        assert result.gx_engine == "spark"
+        assert [(r.name, r.unexpected_count) for r in result.failures] == [("share", 1)]
+
+    positive = rule(
+        "rate_positive", "expect_column_values_to_be_between", {"column": "rate", "min_value": 0}, where="1 / n > 0"
+    )
+    frame = spark.createDataFrame([("t1", 0.5, 1), ("t2", 0.2, 0)], "tenant_id string, rate double, n int")
+    with validate(frame, load_suite(write_suite(tmp_path, [positive])), run_id="raising-where") as result:
+        assert result.gx_engine == "spark"
+        (failure,) = result.failures
+        assert failure.name == "rate_positive" and failure.error and "DIVIDE_BY_ZERO" in failure.error
+
+    reserved = spark.createDataFrame([("t1", 0.5, True)], "tenant_id string, rate double, _where_0 boolean")
+    with pytest.raises(SuiteError, match=r"column _where_0 of silver.events: names _where_<n> are reserved"):
+        validate(reserved, load_suite(write_suite(tmp_path, [positive])), run_id="reserved")
+
+
+@pytest.mark.integration
 def test_shipped_bronze_and_silver_suites(spark, tmp_path: Path) -> None:
     suites = load_suites(EXPECTATIONS_DIR, PARAMS)
     now = datetime(2026, 11, 5, 12, tzinfo=UTC)

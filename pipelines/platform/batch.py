@@ -176,7 +176,7 @@ def table_partitions(settings: Settings, path: str, columns: Sequence[str]) -> s
             DeltaTable(path, storage_options=settings.lake_storage_options() or None).get_add_actions(flatten=True)
         )
     except DeltaError as exc:  # a damaged log: say which table, not delta-rs' Rust backtrace
-        cause = str(exc).strip().splitlines()[0]
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BatchJobError(
             f"cannot read the Delta table at {path}: {cause}; its _delta_log needs repair, or rebuild the table"
         ) from None

@@ -251,6 +251,9 @@ def _prepare(df: DataFrame, suite: Suite) -> DataFrame:
         except (AnalysisException, ParseException) as exc:
             raise SuiteError(f"{source}: derived_columns.{name}: {_first_line(exc)}") from None
     columns = set(frame.columns)
+    reserved = sorted(columns & {rule.where_column for rule in suite.rules})
+    if reserved:  # a small frame's `where` conditions travel to pandas in columns of these names
+        raise SuiteError(f"{source}: column {reserved[0]} of {suite.table}: names _where_<n> are reserved for the gate")
     missing_keys = [c for c in suite.key_columns if c not in columns]
     if missing_keys:
         raise SuiteError(f"{source}: key_columns: {missing_keys} not in {suite.table}'s columns {sorted(columns)}")

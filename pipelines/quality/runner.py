@@ -23,8 +23,10 @@ Everything GX-specific lives here, so the gate reads plain dicts and GX upgrades
   messages and quarantine split of a failing gate are the Spark engine's, whatever the frame's size. The
   engines see the same values, so they can differ only where they judge them differently: Python's regex
   flavour for the few ``match_regex`` rules (the suites keep to the syntax both share), integer columns with
-  nulls arriving as floats. A rule that fails on pandas only costs the Spark run;
-  ``test_small_frames_pass_on_pandas_and_fail_on_spark`` holds the two engines to the same results.
+  nulls arriving as floats, and NaN (skipped like a null by GX on pandas, above every bound on Spark: a frame
+  holding NaN goes straight to Spark, as does one that cannot be collected or judged on pandas). A rule that
+  fails on pandas only costs the Spark run; ``test_small_frames_pass_on_pandas_and_fail_on_spark`` holds the
+  two engines to the same results.
   The Spark run of a small frame plans without adaptive execution and with one shuffle partition
   (adaptive execution re-plans each tiny shuffle as its own stage; restored after the run);
 * Data Docs in the caller's folder, rendered by :func:`render_docs` for any number of runs at once (a build
@@ -170,14 +172,11 @@ def run_suite(
     counts = {"result_format": "BASIC", "partial_unexpected_count": 0}
     with session_conf(df.sparkSession, SMALL_FRAME_PLANNING) if small else nullcontext():
         if small:
-            definition = _definition(context, suite, on_pandas=True)
-            with warnings.catch_warnings():  # GX's pandas regex check uses str.contains, which warns on groups
-                warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression", UserWarning)
-                outcomes, result_id = _checkpoint_run(context, definition, _collected(df, suite), suite, run_id, counts)
-            if _all_passed(outcomes):
+            passed = _passed_on_pandas(context, df, suite, run_id, counts)
+            if passed is not None:
+                outcomes, result_id = passed
                 stored = StoredRun(docs, result_id, suite.name) if docs is not None else None
                 return GxRun(outcomes, stored, round(time.monotonic() - started, 2), "pandas")
-            context.validation_results_store.remove_key(result_id)  # one result per gate run in the Data Docs
         definition = _definition(context, suite, on_pandas=False)
         outcomes, result_id = _checkpoint_run(context, definition, df, suite, run_id, counts)
         if not _all_passed(outcomes):
@@ -211,9 +210,37 @@ def _definition(context: Any, suite: Suite, *, on_pandas: bool) -> Any:
     )
 
 
+def _passed_on_pandas(
+    context: Any, df: DataFrame, suite: Suite, run_id: str, result_format: dict[str, Any]
+) -> tuple[dict[str, RuleOutcome], Any] | None:
+    """The outcomes and stored result id of ``suite`` on GX's pandas engine, if every rule passed there; else None
+    (nothing stored): the frame could not be collected or judged on pandas, or a rule failed or raised."""
+    try:
+        collected = _collected(df, suite)
+        if collected is None:
+            return None
+        definition = _definition(context, suite, on_pandas=True)
+        with warnings.catch_warnings():  # GX's pandas regex check uses str.contains, which warns on groups
+            warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression", UserWarning)
+            outcomes, result_id = _checkpoint_run(context, definition, collected, suite, run_id, result_format)
+    except Exception:  # e.g. a `where` that raises under ANSI mode: the Spark run reports it as the rule's error
+        return None
+    if _all_passed(outcomes):
+        return outcomes, result_id
+    context.validation_results_store.remove_key(result_id)  # one result per gate run in the Data Docs
+    return None
+
+
 def _collected(df: DataFrame, suite: Suite) -> Any:
-    """The rows of a small ``df`` as a pandas frame (Arrow, one Spark job), with each rule's ``where`` evaluated by
-    Spark into :attr:`Rule.where_column` - a null condition counts as false, as in ``DataFrame.filter``."""
+    """The rows of a small ``df`` as a pandas frame (one Spark job, through Arrow), with each rule's ``where``
+    evaluated by Spark into :attr:`Rule.where_column` - a null condition counts as false, as in ``filter``.
+
+    None when a floating-point column holds NaN: GX on pandas skips NaN as it skips nulls, while on Spark NaN is
+    a value above every other and breaks a ``max_value``; such a frame is Spark's to judge. Converted by pyarrow,
+    timestamps keep Spark's microseconds (pandas' nanoseconds end in 2262).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
     flags = [
@@ -221,8 +248,11 @@ def _collected(df: DataFrame, suite: Suite) -> Any:
         for rule in suite.rules
         if rule.where is not None
     ]
-    with session_conf(df.sparkSession, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
-        return df.select("*", *flags).toPandas()
+    table = df.select("*", *flags).toArrow()
+    for column in table.columns:
+        if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            return None
+    return table.to_pandas()
 
 
 def render_docs(runs: Sequence[StoredRun]) -> Path | None:

@@ -121,6 +121,8 @@ class Rule:
             # warning: Spark applies it with DataFrame.filter(where), pandas with DataFrame.query(where).
             condition = f"`{self.where_column}`" if on_pandas else self.where
             extra["row_condition"] = PassThroughCondition(pass_through_filter=condition)
+            if on_pandas:  # the Data Docs show the condition as written: say what the column holds
+                extra["notes"] = f"{self.why} (`{self.where_column}`: Spark's value of `{self.where}`)"
         return cls(**self.kwargs, **extra)
 
     @property
