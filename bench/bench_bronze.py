@@ -46,6 +46,7 @@ from bench.common import (
     markdown_table,
     private_broker,
     private_spark,
+    section_heading,
     sustained_rate,
     write_section,
 )
@@ -366,9 +367,7 @@ def section(result: dict[str, Any], validation: bool = False) -> str:
                 f"{result['steady_add_batch_seconds']:.2f} s; {result['steady_batch_rows']:,.0f} rows)",
             }
         )
-    heading = "## Bronze streaming ingestion: Kafka -> bronze (issue 4)"
-    if validation:
-        heading += " - VALIDATION RUN at a small size: not a result"
+    heading = section_heading("Bronze streaming ingestion: Kafka -> bronze (issue 4)", validation)
     return "\n".join(
         [
             heading,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_silver_gold import write_generated_bronze
-from bench.common import PeakRss, bench_environ, machine, markdown_table, private_spark, write_section
+from bench.common import PeakRss, bench_environ, machine, markdown_table, private_spark, section_heading, write_section
 from pipelines import gold, silver
 from pipelines.config import load_settings
 
@@ -84,9 +84,7 @@ def main() -> None:
     parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
     args = parser.parse_args()
     rows, peak = run(args.events, args.rounds)
-    heading = "## Quality-gate overhead: silver + gold with vs without gates (issue 14)"
-    if args.validation:
-        heading += " - VALIDATION RUN at a small size: not a result"
+    heading = section_heading("Quality-gate overhead: silver + gold with vs without gates (issue 14)", args.validation)
     columns = ["build", "events", "without gates (s)", "with gates (s)", "gate overhead"]
     body = "\n".join(
         [

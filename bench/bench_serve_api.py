@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_silver_gold import write_generated_bronze
-from bench.common import bench_environ, machine, markdown_table, private_spark, write_section
+from bench.common import bench_environ, machine, markdown_table, private_spark, section_heading, write_section
 from pipelines import gold, silver
 from pipelines.config import load_settings
 
@@ -270,9 +270,7 @@ def main() -> None:
     parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
     args = parser.parse_args()
     rows, size = run(args.events, args.rounds, args.clients, args.seconds)
-    heading = "## Metrics API and SQL endpoint over gold (issue 16)"
-    if args.validation:
-        heading += " - VALIDATION RUN at a small size: not a result"
+    heading = section_heading("Metrics API and SQL endpoint over gold (issue 16)", args.validation)
     columns = ["path", "requests", "p50 ms", "p99 ms", "requests/s", "p50 vs SQL endpoint"]
     body = (
         f"{heading}\n\nMachine: {machine()}. Data: {size}. Client, servers and Spark on the same machine "

@@ -47,6 +47,7 @@ from bench.common import (
     markdown_table,
     private_spark,
     return_freed_memory,
+    section_heading,
     write_section,
 )
 from pipelines import gold, silver
@@ -202,10 +203,15 @@ def _reuse_generated(settings, generated: Path) -> tuple[int, date, date]:
     return facts["bronze_rows"], date.fromisoformat(facts["first"]), date.fromisoformat(facts["last"])
 
 
+def size_root(workdir: Path, events: int) -> Path:
+    """The folder of one size's lake, users file and generated-bronze record."""
+    return workdir / f"lake-{events}"
+
+
 def prepare_size(spark, events: int, workdir: Path) -> tuple[Settings, int, date, date]:
     """The settings of one size's lake under ``workdir`` and its bronze (rows, first and last day): generated and
     written, or reused from an earlier run with the same ``workdir``."""
-    root = workdir / f"lake-{events}"
+    root = size_root(workdir, events)
     environ = bench_environ(
         root,
         LAKEHOUSE__CATALOG__STATE_DIR=str(workdir / "metastore"),  # the session's metastore, shared by all sizes
@@ -262,7 +268,7 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool =
     for row in rows:
         row["Spark / DuckDB"] = f"{row['seconds'] / seconds:.1f}x"
     if not keep:
-        shutil.rmtree(workdir / f"lake-{events}", ignore_errors=True)
+        shutil.rmtree(size_root(workdir, events), ignore_errors=True)
     print(markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]), flush=True)
     return rows
 
@@ -299,9 +305,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows, peaks = run(tuple(args.events), args.workdir)
-    heading = "## Silver + gold batch build vs DuckDB (issue 5)"
-    if args.validation:
-        heading += " - VALIDATION RUN at a small size: not a result"
+    heading = section_heading("Silver + gold batch build vs DuckDB (issue 5)", args.validation)
     body = "\n".join(
         [
             heading,

@@ -140,6 +140,12 @@ def sustained_rate(progress: list[dict[str, Any]]) -> float | None:
     return sum(p["numInputRows"] for p in later) / (millis / 1000) if millis else None
 
 
+def section_heading(title: str, validation: bool) -> str:
+    """A section's ``## title``, marked as not a result when the run only proves the bench works (--validation)."""
+    heading = f"## {title}"
+    return heading + " - VALIDATION RUN at a small size: not a result" if validation else heading
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``name`` of BENCHMARKS.md."""
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER

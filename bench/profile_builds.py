@@ -32,7 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_silver_gold import prepare_size
-from bench.common import ROOT, bench_environ, machine, markdown_table, private_spark, return_freed_memory, write_section
+from bench.common import (
+    ROOT,
+    bench_environ,
+    machine,
+    markdown_table,
+    private_spark,
+    return_freed_memory,
+    section_heading,
+    write_section,
+)
 from pipelines import gold, silver
 from pipelines.config import load_settings
 
@@ -160,9 +169,7 @@ def main() -> None:
     parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
     args = parser.parse_args()
     rows, summaries = run(args.events, args.workdir)
-    heading = "## Profile: where silver + gold spend their time (issue 18)"
-    if args.validation:
-        heading += " - VALIDATION RUN at a small size: not a result"
+    heading = section_heading("Profile: where silver + gold spend their time (issue 18)", args.validation)
     columns = list(rows[0])
     body = "\n".join(
         [

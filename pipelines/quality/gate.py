@@ -18,9 +18,9 @@ its action: an unknown result is not a pass. Suite problems that need the table 
 ``where`` or derived-column expression) raise :class:`SuiteError` before GX runs.
 
 Cost: the input (plus derived columns) is persisted and counted once - the count computes it, GX's metric
-jobs then read the cache, and the row count picks the engine (a small frame is tried on GX's pandas engine first, see
-``runner``); GX runs every rule in one validation; the split
-costs one aggregation (per-rule counts, checked against GX's) and only happens when a quarantine rule failed.
+jobs then read the cache, and the row count picks the engine (a small frame is tried on GX's pandas engine
+first, see ``runner``); GX runs every rule in one validation; the split costs one aggregation (per-rule counts,
+checked against GX's) and only happens when a quarantine rule failed.
 """
 
 from __future__ import annotations
