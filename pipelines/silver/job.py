@@ -144,7 +144,9 @@ def build(
     failure stops the run before anything is written), then the candidate rows; only when both gates pass are
     the partitions replaced (rows a ``quarantine`` rule rejects go to ``silver/quarantine`` instead). A failed
     gate raises ``GateFailed`` and leaves silver.events at its Delta version. The users and devices dimensions
-    are refreshed before the candidate gate: they are rebuilt from their sources on every run.
+    are refreshed before the candidate gate: they are rebuilt from their sources on every run. The audited copy
+    of the bronze input stays persisted until the candidates are reconciled: dedup reads the build days' keys
+    from it, and the reconciliation counts it, so auditing costs no second read of those bronze files.
     """
     from pyspark import StorageLevel
     from pyspark.sql import Observation
@@ -152,6 +154,7 @@ def build(
 
     from pipelines.quality.audit import JobGates, release
 
+    observed_input, observed_output = Observation("silver_input"), Observation("silver_output")
     say = progress or (lambda _message: None)
     started = time.monotonic()
     key = hmac_key(settings)  # first: outside the local profile a missing key stops the run before any work
@@ -178,106 +181,106 @@ def build(
         say(f"new signups with earlier anonymous events: also rebuilding {', '.join(map(str, restitched))}")
     gates = JobGates(spark, settings, "silver", skip=skip_gates)
     result.run_id = gates.run_id
-    say("quality gate: bronze input of the build days" + (" (skipped)" if skip_gates else ""))
-    bronze_input = read_table(
-        spark,
-        settings,
-        lake.bronze_events,
-        partition_predicate(tenant_list, "event_date", build_days),
-        columns=[*BRONZE_KEY_COLUMNS, "event_type", "version", "occurred_at", "ingested_at", "event_date"],
-    )
-    audited_input = [
-        gates.audit("bronze.events", bronze_input),
-        gates.audit("bronze.quarantine_rate", quarantine_rate(spark, settings, build_days)),
-    ]
-    try:
-        gates.raise_if_any_failed(audited_input)
-    finally:
-        release(audited_input)
-    users = load_users(spark, settings, key, tenant_list, signups)
-    result.users_dimension_rows, result.tenants_without_events = users.rows, users.tenants_without_events
-    signups_map = identities.drop("signed_up_at")
-    context_days = sorted(set(build_days) | {day - timedelta(days=1) for day in build_days})
-    bronze_filter = partition_predicate(tenant_list, "event_date", context_days)
-
-    say("dimensions: devices (new user agents)")
-    agents = read_table(
-        spark,
-        settings,
-        lake.bronze_events,
-        partition_predicate(tenant_list, "event_date", build_days),
-        columns=["context"],
-    )
-    result.new_user_agents = refresh_devices(
-        spark, settings, agents.select(F.get_json_object("context", "$.user_agent")), key
-    )
-
-    say(f"silver.events: {len(build_days)} day(s) from bronze")
-    bronze = read_table(spark, settings, lake.bronze_events, bronze_filter, columns=BRONZE_INPUT_COLUMNS)
-    observed_input = Observation("silver_input")
-    bronze = bronze.observe(
-        observed_input, F.sum(F.col("event_date").isin(build_days).cast("long")).alias("bronze_rows")
-    )
-    horizon = settings.silver.dedup_horizon_days
-    horizon_days = days_between(context_days[0] - timedelta(days=horizon), build_days[-1] + timedelta(days=horizon))
-    keys = read_table(
-        spark,
-        settings,
-        lake.bronze_events,
-        partition_predicate(tenant_list, "event_date", horizon_days),
-        columns=[*BRONZE_KEY_COLUMNS, "occurred_at", "ingested_at"],
-    )
-    copies_to_drop = later_copies(keys, horizon)
-    if not skip_gates:  # the duplicates' coordinates (few rows): computed once for the build and its reconciliation
-        copies_to_drop = copies_to_drop.persist()
-    events = transform(
-        bronze,
-        copies_to_drop,
-        build_days,
-        signups_map,
-        read_users(spark, settings, tenant_list),
-        read_devices(spark, settings),
-        SparkPseudonymizer(spark, key),
-        rules,
-        registry,
-        settings.silver.session_timeout_minutes,
-    )
-    observed_output = Observation("silver_output")
-    events = events.observe(
-        observed_output,
-        F.count(F.lit(1)).alias("events"),
-        F.sum(F.col("is_identified").cast("long")).alias("identified_events"),
-        F.sum(F.col("_stitched").cast("long")).alias("stitched_events"),
-        F.sum((F.col("session_is_derived") & F.col("session_id").isNotNull()).cast("long")).alias(
-            "derived_session_events"
-        ),
-        F.sum((F.col("is_identified") & F.col("_user_matched").isNull()).cast("long")).alias("unmatched_user_events"),
-        F.sum(F.col("device_class").isNull().cast("long")).alias("unknown_device_events"),
-        F.sum("_unclassified_values").alias("unclassified_values_dropped"),
-    ).drop("_stitched", "_user_matched", "_device_known", "_unclassified_values")
-    predicate = partition_predicate(tenant_list, "event_date", build_days)
-    if not skip_gates:
-        events = events.persist(StorageLevel.MEMORY_AND_DISK)  # audited twice (suite, reconciliation), then written
+    bronze_gate: GateResult | None = None
+    rate_gate: GateResult | None = None
     audited: GateResult | None = None
     reconciled: GateResult | None = None
+    copies_to_drop: DataFrame | None = None
+    events: DataFrame | None = None
     try:
+        say("quality gate: bronze input of the build days" + (" (skipped)" if skip_gates else ""))
+        bronze_input = read_table(
+            spark,
+            settings,
+            lake.bronze_events,
+            partition_predicate(tenant_list, "event_date", build_days),
+            columns=[*BRONZE_KEY_COLUMNS, "event_type", "version", "occurred_at", "ingested_at", "event_date"],
+        )
+        bronze_gate = gates.audit("bronze.events", bronze_input)
+        rate_gate = gates.audit("bronze.quarantine_rate", quarantine_rate(spark, settings, build_days))
+        gates.raise_if_any_failed([bronze_gate, rate_gate])
+        if bronze_gate is not None:  # the audited copy (persisted by the gate): dedup's keys and the reconciliation
+            bronze_input = bronze_gate.passing
+        users = load_users(spark, settings, key, tenant_list, signups)
+        result.users_dimension_rows, result.tenants_without_events = users.rows, users.tenants_without_events
+        signups_map = identities.drop("signed_up_at")
+        context_days = sorted(set(build_days) | {day - timedelta(days=1) for day in build_days})
+        bronze_filter = partition_predicate(tenant_list, "event_date", context_days)
+
+        say("dimensions: devices (new user agents)")
+        agents = read_table(
+            spark,
+            settings,
+            lake.bronze_events,
+            partition_predicate(tenant_list, "event_date", build_days),
+            columns=["context"],
+        )
+        result.new_user_agents = refresh_devices(
+            spark, settings, agents.select(F.get_json_object("context", "$.user_agent")), key
+        )
+
+        say(f"silver.events: {len(build_days)} day(s) from bronze")
+        bronze = read_table(spark, settings, lake.bronze_events, bronze_filter, columns=BRONZE_INPUT_COLUMNS)
+        bronze = bronze.observe(
+            observed_input, F.sum(F.col("event_date").isin(build_days).cast("long")).alias("bronze_rows")
+        )
+        horizon = settings.silver.dedup_horizon_days
+        horizon_days = days_between(context_days[0] - timedelta(days=horizon), build_days[-1] + timedelta(days=horizon))
+        key_columns = [*BRONZE_KEY_COLUMNS, "occurred_at", "ingested_at"]
+        keys = bronze_input.select(*key_columns)  # the build days: the gate's copy when audited
+        other_days = sorted(set(horizon_days) - set(build_days))
+        if other_days:
+            rest = partition_predicate(tenant_list, "event_date", other_days)
+            keys = keys.unionByName(read_table(spark, settings, lake.bronze_events, rest, columns=key_columns))
+        copies_to_drop = later_copies(keys, horizon)
+        if not skip_gates:  # the duplicates' coordinates (few rows): computed once for the build and its reconciliation
+            copies_to_drop = copies_to_drop.persist()
+        events = transform(
+            bronze,
+            copies_to_drop,
+            build_days,
+            signups_map,
+            read_users(spark, settings, tenant_list),
+            read_devices(spark, settings),
+            SparkPseudonymizer(spark, key),
+            rules,
+            registry,
+            settings.silver.session_timeout_minutes,
+        )
+        events = events.observe(
+            observed_output,
+            F.count(F.lit(1)).alias("events"),
+            F.sum(F.col("is_identified").cast("long")).alias("identified_events"),
+            F.sum(F.col("_stitched").cast("long")).alias("stitched_events"),
+            F.sum((F.col("session_is_derived") & F.col("session_id").isNotNull()).cast("long")).alias(
+                "derived_session_events"
+            ),
+            F.sum((F.col("is_identified") & F.col("_user_matched").isNull()).cast("long")).alias(
+                "unmatched_user_events"
+            ),
+            F.sum(F.col("device_class").isNull().cast("long")).alias("unknown_device_events"),
+            F.sum("_unclassified_values").alias("unclassified_values_dropped"),
+        ).drop("_stitched", "_user_matched", "_device_known", "_unclassified_values")
+        predicate = partition_predicate(tenant_list, "event_date", build_days)
+        if not skip_gates:
+            events = events.persist(StorageLevel.MEMORY_AND_DISK)  # audited twice (suite, reconciliation), then written
         say("quality gate: silver.events candidates" + (" (skipped)" if skip_gates else ""))
-        try:
-            audited = gates.audit("silver.events", events, allow_quarantine=True)
-            reconciled = gates.audit("silver.reconciliation", reconciliation(bronze_input, copies_to_drop, events))
-            gates.raise_if_any_failed([audited, reconciled])
-            published = events if audited is None else audited.passing
-            description = f"silver build {first}..{last} (run {gates.run_id})"
-            replace_partitions(published, settings, events_path(settings), predicate, PARTITIONS, description)
-            if audited is not None:
-                result.quarantined_rows = _publish_quarantine(settings, audited, predicate, description)
-        finally:
-            release([audited, reconciled])
+        audited = gates.audit("silver.events", events, allow_quarantine=True)
+        reconciled = gates.audit("silver.reconciliation", reconciliation(bronze_input, copies_to_drop, events))
+        gates.raise_if_any_failed([audited, reconciled])
+        gates.record()  # the gates' results are in ops.quality_results before the publish they allow
+        published = events if audited is None else audited.passing
+        description = f"silver build {first}..{last} (run {gates.run_id})"
+        replace_partitions(published, settings, events_path(settings), predicate, PARTITIONS, description)
+        if audited is not None:
+            result.quarantined_rows = _publish_quarantine(settings, audited, predicate, description)
     finally:
-        gates.record()  # the audits done when a later step raised
+        gates.record()  # the audits done when a later step raised (nothing left otherwise)
+        release([bronze_gate, rate_gate, audited, reconciled])
         signups.unpersist()
-        events.unpersist()
-        copies_to_drop.unpersist()
+        for frame in (events, copies_to_drop):
+            if frame is not None:
+                frame.unpersist()
         result.gates = gates.summaries
         result.docs_index = None if skip_gates else str(gates.docs_index)
 
