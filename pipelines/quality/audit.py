@@ -31,7 +31,7 @@ from pipelines.platform.lake import Lake
 from pipelines.quality.gate import GateFailed, GateResult, validate
 from pipelines.quality.results import RESULTS_COLUMNS, result_rows, write_rows
 from pipelines.quality.runner import StoredRun, render_docs
-from pipelines.quality.suites import SuiteError, load_suite
+from pipelines.quality.suites import SuiteError, load_suite, preload_gx
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -67,6 +67,8 @@ class JobGates:
         self._params: dict[str, Any] | None = None
         self._unrecorded: list[dict[str, Any]] = []  # results rows not yet in ops.quality_results
         self._unrendered: list[StoredRun] = []  # validations without their Data Docs page yet
+        if not skip:
+            preload_gx()
 
     @property
     def docs_index(self) -> Path:

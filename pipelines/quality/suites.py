@@ -27,9 +27,11 @@ GX itself is imported lazily (it takes seconds): importing this module starts ne
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -69,6 +71,21 @@ def gx_module() -> ModuleType:
     import great_expectations
 
     return great_expectations
+
+
+def preload_gx() -> None:
+    """Import GX and index its expectation classes in a background thread (about 3-4 s, once per process).
+
+    A build process imports GX at its first gate; started when a gated build begins, the import overlaps the
+    Spark jobs that come before that gate (the driver thread mostly waits on the JVM then). A failure here is
+    ignored: the first real use imports again and raises where the gate can report it.
+    """
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # the first real use raises it again
+            _expectation_classes()
+
+    threading.Thread(target=load, name="gx-preload", daemon=True).start()
 
 
 @lru_cache(maxsize=1)
