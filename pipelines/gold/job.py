@@ -146,19 +146,17 @@ def build(
                 say(f"quality gate: gold.{name}" + (" (skipped)" if skip_gates else ""))
                 audited[name] = gates.audit(f"gold.{name}", candidates[name])
             say("quality gate: gold.reconciliation (gold vs silver)" + (" (skipped)" if skip_gates else ""))
-            audited_frames = {  # the audited copies (persisted by their gates) rather than recomputed ones
+            publishable = {  # the audited copies (persisted by their gates), read again rather than recomputed
                 name: candidates[name] if gate is None else gate.passing for name, gate in audited.items()
             }
             audited["reconciliation"] = gates.audit(
                 "gold.reconciliation",
-                reconciliation(silver, days, audited_frames["event_counts"], audited_frames["daily_active_users"]),
+                reconciliation(silver, days, publishable["event_counts"], publishable["daily_active_users"]),
             )
             gates.raise_if_any_failed(list(audited.values()))
-            gates.record()  # the gates' results are in ops.quality_results before the publish they allow
             for name in names:
-                gate = audited[name]
                 replace_partitions(
-                    candidates[name] if gate is None else gate.passing,
+                    publishable[name],
                     settings,
                     table_path(settings, name),
                     predicate,

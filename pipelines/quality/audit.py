@@ -3,11 +3,11 @@
 A build computes its candidates as DataFrames and hands each to :meth:`JobGates.audit` before publishing
 anything. The audit runs the table's suite (``<quality.expectations_dir>/<layer>.<table>.yaml``) with the
 run's parameters and adds the validation to the Data Docs site (``quality.docs_dir``).
-:meth:`JobGates.raise_if_any_failed` raises if a gate failed, after appending the results of every audit so far
-to ``ops.quality_results``; the build publishes the passing rows only after it, so a failed gate leaves every
-target table at the Delta version it had and its results recorded. A build that passes calls
-:meth:`JobGates.record` once, before it publishes: one commit for all its gates (a gold build audits seven
-candidates: one commit, not seven) and one Data Docs rendering (one index rebuild, not seven).
+:meth:`JobGates.raise_if_any_failed` then appends the results of every audit so far to ``ops.quality_results``
+in one commit (a gold build audits seven candidates: one commit, not seven; silver's input and candidate checks
+share one), renders their Data Docs pages in one pass (one index rebuild, not seven), and raises if a gate
+failed; the build publishes the passing rows only after it, so a failed gate leaves every target table at the
+Delta version it had and its results recorded.
 
 Quarantine is for row-level data (``silver.events``): failing rows go to ``silver/quarantine`` with the rule
 and the reason, the rest is published. Bronze is immutable input and gold rows are aggregates (a wrong DAU
@@ -145,13 +145,17 @@ class JobGates:
             write_rows(self.spark, self._unrecorded, self.results_path)
             self._unrecorded = []
 
-    def raise_if_any_failed(self, results: list[GateResult | None]) -> None:
-        """Publish nothing when any gate of the run failed: record the results, then raise one exception naming
-        every failed rule of every table. Passing results wait for the job's :meth:`record` before it
-        publishes (a silver build checks its input long before its candidates: one commit for both)."""
+    def raise_if_any_failed(self, results: list[GateResult | None], *, more_gates: bool = False) -> None:
+        """Record the results, then publish nothing when any gate of the run failed: one exception naming every
+        failed rule of every table.
+
+        ``more_gates``: the build has gates still to run (silver checks its input long before its candidates);
+        passing results then wait for the next check, so a build makes one results commit. A failure is always
+        recorded before raising."""
         failed = [result for result in results if result is not None and result.failed]
-        if failed:
+        if failed or not more_gates:
             self.record()
+        if failed:
             error = GateFailed(failed[0])
             if len(failed) > 1:
                 error.args = ("\n".join(result.message() for result in failed),)

@@ -179,6 +179,7 @@ def build(
         say(f"late events found: also rebuilding {', '.join(map(str, late))}")
     if restitched:
         say(f"new signups with earlier anonymous events: also rebuilding {', '.join(map(str, restitched))}")
+    predicate = partition_predicate(tenant_list, "event_date", build_days)  # read filter and replaceWhere
     gates = JobGates(spark, settings, "silver", skip=skip_gates)
     result.run_id = gates.run_id
     bronze_gate: GateResult | None = None
@@ -193,12 +194,12 @@ def build(
             spark,
             settings,
             lake.bronze_events,
-            partition_predicate(tenant_list, "event_date", build_days),
+            predicate,
             columns=[*BRONZE_KEY_COLUMNS, "event_type", "version", "occurred_at", "ingested_at", "event_date"],
         )
         bronze_gate = gates.audit("bronze.events", bronze_input)
         rate_gate = gates.audit("bronze.quarantine_rate", quarantine_rate(spark, settings, build_days))
-        gates.raise_if_any_failed([bronze_gate, rate_gate])
+        gates.raise_if_any_failed([bronze_gate, rate_gate], more_gates=True)
         if bronze_gate is not None:  # the audited copy (persisted by the gate): dedup's keys and the reconciliation
             bronze_input = bronze_gate.passing
         users = load_users(spark, settings, key, tenant_list, signups)
@@ -212,7 +213,7 @@ def build(
             spark,
             settings,
             lake.bronze_events,
-            partition_predicate(tenant_list, "event_date", build_days),
+            predicate,
             columns=["context"],
         )
         result.new_user_agents = refresh_devices(
@@ -261,14 +262,12 @@ def build(
             F.sum(F.col("device_class").isNull().cast("long")).alias("unknown_device_events"),
             F.sum("_unclassified_values").alias("unclassified_values_dropped"),
         ).drop("_stitched", "_user_matched", "_device_known", "_unclassified_values")
-        predicate = partition_predicate(tenant_list, "event_date", build_days)
         if not skip_gates:
             events = events.persist(StorageLevel.MEMORY_AND_DISK)  # audited twice (suite, reconciliation), then written
         say("quality gate: silver.events candidates" + (" (skipped)" if skip_gates else ""))
         audited = gates.audit("silver.events", events, allow_quarantine=True)
         reconciled = gates.audit("silver.reconciliation", reconciliation(bronze_input, copies_to_drop, events))
         gates.raise_if_any_failed([audited, reconciled])
-        gates.record()  # the gates' results are in ops.quality_results before the publish they allow
         published = events if audited is None else audited.passing
         description = f"silver build {first}..{last} (run {gates.run_id})"
         replace_partitions(published, settings, events_path(settings), predicate, PARTITIONS, description)
