@@ -321,7 +321,7 @@ def main() -> None:
             markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]),
             "",
             "Peak memory (PSS, shared pages split between the processes sharing them) during the Spark silver + gold "
-            "builds, sampled every 0.2 s, with each process role's value when the builds started; driver memory "
+            "builds, sampled every second, with each process role's value when the builds started; driver memory "
             "6 GiB; the Derby metastore left out:",
             "",
             *(f"- {line}" for line in peaks),

@@ -37,6 +37,10 @@ HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; each section says 
 class PeakRss:
     """Peak resident memory of this process and its descendants, sampled on a thread every ``interval_s``.
 
+    Once a second, not more often: a PSS sample walks the process's page tables (about 30 ms of CPU for a
+    3 GiB JVM, more as it grows), so sampling five times a second took some 15% of a core from the measured
+    builds on a 2-CPU machine - and more from the ones holding more memory, such as gated builds.
+
     Measured as PSS (proportional set size: a page shared by n processes counts 1/n in each), because
     PySpark's Python workers are forked from one daemon and share most of their pages; their RSS summed
     would count the interpreter and libraries once per worker.
@@ -49,7 +53,7 @@ class PeakRss:
     data generator, say). The Derby metastore JVM is a descendant but not part of a build: left out.
     """
 
-    def __init__(self, interval_s: float = 0.2) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.total = 0
         self.roles = {"Python driver": 0, "Spark JVM": 0, "Python workers": 0}
         self.at_start: dict[str, int] | None = None
