@@ -315,13 +315,14 @@ def test_warn_rule_publishes_everything_and_records(spark, events, tmp_path: Pat
 
 
 @pytest.mark.integration
-def test_quarantine_splits_rows_exactly(spark, events, tmp_path: Path) -> None:
+@pytest.mark.parametrize("collect", [False, True], ids=["persisted", "collected"])
+def test_quarantine_splits_rows_exactly(spark, events, tmp_path: Path, collect: bool) -> None:
     suite = load_suite(
         write_suite(tmp_path, [PSEUDONYM | {"action": "warn"}, TENANT_KNOWN, AMOUNT_NON_NEGATIVE, SESSION_FOR_USERS]),
         {"tenants": ["t1", "t2"]},
     )
 
-    with validate(events, suite, run_id="run-q") as result:
+    with validate(events, suite, run_id="run-q", collect=collect) as result:
         assert result.outcome == "quarantined" and not result.failed
         passing = {row.event_id: row for row in result.passing.collect()}
         quarantined = {row.event_id: row for row in result.quarantined.collect()}
@@ -344,6 +345,36 @@ def test_quarantine_splits_rows_exactly(spark, events, tmp_path: Path) -> None:
     assert (by_name["tenant_known"].quarantined_rows, by_name["amount_non_negative"].quarantined_rows) == (3, 2)
     assert by_name["tenant_known"].quarantined_pct == pytest.approx(1.5)
     assert by_name["user_key_is_pseudonym"].action_taken == "warn"
+
+
+def test_a_collected_frame_is_validated_and_published_from_the_driver_with_its_types(spark, tmp_path: Path) -> None:
+    """``collect=True`` (gold's aggregates): one computation, then every read - GX, the caller's write - plans over
+    the rows held by the driver, with the Spark types unchanged (dates, microsecond timestamps, decimals, nulls)."""
+    schema = (
+        "tenant_id string, date date, at timestamp, revenue decimal(18,2), users long, rate double, tags array<string>"
+    )
+    rows = [
+        (
+            "t1",
+            date(2026, 3, 1),
+            datetime(2026, 3, 1, 23, 59, 59, 123456, tzinfo=UTC),
+            Decimal("1234.56"),
+            3,
+            0.5,
+            ["a"],
+        ),
+        ("t2", date(2026, 3, 2), None, None, 0, None, []),
+    ]
+    frame = spark.createDataFrame(rows, schema).where("users >= 0")  # a plan, not a local relation
+    users_known = rule("users_known", "expect_column_values_to_not_be_null", {"column": "users"})
+    suite = load_suite(write_suite(tmp_path, [users_known], table="gold.example", key_columns=["tenant_id", "date"]))
+
+    with validate(frame, suite, run_id="run-collect", collect=True) as result:
+        assert result.outcome == "passed" and result.input_rows == 2 and result.persisted is None
+        assert result.passing.schema == frame.schema
+        assert sorted(result.passing.collect()) == sorted(frame.collect())
+        plan = result.passing._jdf.queryExecution().optimizedPlan().toString()
+        assert "LocalRelation" in plan and "Filter" not in plan, plan
 
 
 @pytest.mark.integration

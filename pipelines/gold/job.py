@@ -144,14 +144,15 @@ def build(
         try:
             for name in names:  # audit every candidate before publishing any
                 say(f"quality gate: gold.{name}" + (" (skipped)" if skip_gates else ""))
-                audited[name] = gates.audit(f"gold.{name}", candidates[name])
+                audited[name] = gates.audit(f"gold.{name}", candidates[name], aggregate=True)
             say("quality gate: gold.reconciliation (gold vs silver)" + (" (skipped)" if skip_gates else ""))
-            publishable = {  # the audited copies (persisted by their gates), read again rather than recomputed
+            publishable = {  # the audited copies (collected by their gates), read again rather than recomputed
                 name: candidates[name] if gate is None else gate.passing for name, gate in audited.items()
             }
             audited["reconciliation"] = gates.audit(
                 "gold.reconciliation",
                 reconciliation(silver, days, publishable["event_counts"], publishable["daily_active_users"]),
+                aggregate=True,
             )
             gates.raise_if_any_failed(list(audited.values()))
             for name in names:

@@ -90,9 +90,14 @@ class JobGates:
             }
         return self._params
 
-    def audit(self, table: str, frame: DataFrame, *, allow_quarantine: bool = False) -> GateResult | None:
+    def audit(
+        self, table: str, frame: DataFrame, *, allow_quarantine: bool = False, aggregate: bool = False
+    ) -> GateResult | None:
         """Validate ``frame`` (the candidate rows of ``table``); None when gates are skipped or the table has no
-        suite. The caller publishes ``result.passing`` only if no gate of the run failed, then releases it."""
+        suite. The caller publishes ``result.passing`` only if no gate of the run failed, then releases it.
+
+        ``aggregate``: ``frame`` has a few rows (per tenant and day, say): validated - and published - from a
+        copy collected to the driver (``gate.validate``'s ``collect``)."""
         if self.skip:
             self._record_skip(table)
             self.summaries.append(GateSummary(table, SKIPPED, [], []))
@@ -108,7 +113,7 @@ class JobGates:
                 f"{path}: {', '.join(quarantining)}: action quarantine is not supported for {table} (its rows are "
                 "immutable input or aggregates); use fail or warn"
             )
-        result = validate(frame, suite, run_id=self.run_id, docs_dir=self.docs_dir, render=False)
+        result = validate(frame, suite, run_id=self.run_id, docs_dir=self.docs_dir, render=False, collect=aggregate)
         self._unrecorded.extend(result_rows(result))
         if result.stored is not None:
             self._unrendered.append(result.stored)

@@ -19,8 +19,9 @@ its action: an unknown result is not a pass. Suite problems that need the table 
 
 Cost: the input (plus derived columns) is persisted and counted once - the count computes it, GX's metric
 jobs then read the cache, and the row count picks the engine (a small frame is tried on GX's pandas engine
-first, see ``runner``); GX runs every rule in one validation; the split costs one aggregation (per-rule counts,
-checked against GX's) and only happens when a quarantine rule failed.
+first, see ``runner``) - or, for a caller's aggregate of a few rows (``collect``), the input is computed once
+into the driver and validated and published from there; GX runs every rule in one validation; the split
+costs one aggregation (per-rule counts, checked against GX's) and only happens when a quarantine rule failed.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def validate(
     run_id: str,
     docs_dir: str | os.PathLike[str] | None = None,
     render: bool = True,
+    collect: bool = False,
 ) -> GateResult:
     """Run ``suite`` on ``df`` and apply the rules' actions; never raises for bad data (see ``raise_if_failed``).
 
@@ -174,16 +176,26 @@ def validate(
     ``render=False`` only keeps the result in the site's store, for a caller that renders several gates' pages
     at once (``runner.render_docs(result.stored, ...)``). The returned frames read the persisted input: release
     the result after writing them.
+
+    ``collect=True``: the caller knows ``df`` is an aggregate of a few rows (a gold table, a reconciliation).
+    Its rows are computed in one Spark job and held by the driver, and everything after - GX, the split and
+    the caller's write of ``passing`` - reads that local copy. Persisting instead costs a count job planned
+    over the frame's whole lineage plus a read of the cache per later action: some 0.3 s per gold gate, a
+    tenth of what a gold table's build costs on its own.
     """
     from pyspark import StorageLevel
 
     started = time.monotonic()
     frame = _prepare(df, suite)
-    owned = not frame.is_cached  # persist once; a frame the caller persisted is reused as is
+    rows: int | None = None
+    if collect:
+        frame, rows = _local_copy(frame)
+    owned = not frame.is_cached and not collect  # persist once; a frame the caller persisted is reused as is
     if owned:
         frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        rows = frame.count()  # computes (and caches) the input once, before GX's metric jobs read it
+        if rows is None:
+            rows = frame.count()  # computes (and caches) the input once, before GX's metric jobs read it
         gx_run = run_suite(frame, suite, run_id, docs_dir, rows)
         rules = [_rule_result(rule, gx_run.outcomes[rule.name]) for rule in suite.rules]
         result = GateResult(
@@ -232,6 +244,13 @@ def run_gate(
         result.release()
         raise GateFailed(result)
     return result
+
+
+def _local_copy(frame: DataFrame) -> tuple[DataFrame, int]:
+    """``frame`` computed once and held by the driver (Arrow, the Spark types kept), as a DataFrame over those
+    rows, and its row count."""
+    table = frame.toArrow()
+    return frame.sparkSession.createDataFrame(table, schema=frame.schema), table.num_rows
 
 
 def _prepare(df: DataFrame, suite: Suite) -> DataFrame:

@@ -198,7 +198,7 @@ def build(
             columns=[*BRONZE_KEY_COLUMNS, "event_type", "version", "occurred_at", "ingested_at", "event_date"],
         )
         bronze_gate = gates.audit("bronze.events", bronze_input)
-        rate_gate = gates.audit("bronze.quarantine_rate", quarantine_rate(spark, settings, build_days))
+        rate_gate = gates.audit("bronze.quarantine_rate", quarantine_rate(spark, settings, build_days), aggregate=True)
         gates.raise_if_any_failed([bronze_gate, rate_gate], more_gates=True)
         if bronze_gate is not None:  # the audited copy (persisted by the gate): dedup's keys and the reconciliation
             bronze_input = bronze_gate.passing
@@ -266,7 +266,9 @@ def build(
             events = events.persist(StorageLevel.MEMORY_AND_DISK)  # audited twice (suite, reconciliation), then written
         say("quality gate: silver.events candidates" + (" (skipped)" if skip_gates else ""))
         audited = gates.audit("silver.events", events, allow_quarantine=True)
-        reconciled = gates.audit("silver.reconciliation", reconciliation(bronze_input, copies_to_drop, events))
+        reconciled = gates.audit(
+            "silver.reconciliation", reconciliation(bronze_input, copies_to_drop, events), aggregate=True
+        )
         gates.raise_if_any_failed([audited, reconciled])
         published = events if audited is None else audited.passing
         description = f"silver build {first}..{last} (run {gates.run_id})"
