@@ -91,8 +91,8 @@ class RuleResult:
 class GateResult:
     """The outcome of one gate run. ``passing`` is what may be published (unless the gate failed).
 
-    ``passing`` and ``quarantined`` read the persisted, validated frame (the input is computed once): use the
-    result as a context manager, or call :meth:`release` once they are written.
+    ``passing`` and ``quarantined`` read the validated frame, persisted or collected to the driver (the input is
+    computed once): use the result as a context manager, or call :meth:`release` once they are written.
     """
 
     run_id: str
