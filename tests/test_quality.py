@@ -347,6 +347,7 @@ def test_quarantine_splits_rows_exactly(spark, events, tmp_path: Path, collect: 
     assert by_name["user_key_is_pseudonym"].action_taken == "warn"
 
 
+@pytest.mark.integration
 def test_a_collected_frame_is_validated_and_published_from_the_driver_with_its_types(spark, tmp_path: Path) -> None:
     """``collect=True`` (gold's aggregates): one computation, then every read - GX, the caller's write - plans over
     the rows held by the driver, with the Spark types unchanged (dates, microsecond timestamps, decimals, nulls)."""

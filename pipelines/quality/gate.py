@@ -190,11 +190,11 @@ def validate(
     started = time.monotonic()
     frame = _prepare(df, suite)
     rows: int | None = None
+    owned = False  # persist once; a frame the caller persisted is reused as is
     if collect:
         frame, rows = _local_copy(frame)
-    owned = not frame.is_cached and not collect  # persist once; a frame the caller persisted is reused as is
-    if owned:
-        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    elif not frame.is_cached:
+        frame, owned = frame.persist(StorageLevel.MEMORY_AND_DISK), True
     try:
         if rows is None:
             rows = frame.count()  # computes (and caches) the input once, before GX's metric jobs read it
