@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyspark
 
-from pipelines.platform.processes import free_port
+from pipelines.platform.processes import free_ports
 
 
 class ClusterError(RuntimeError):
@@ -60,7 +60,8 @@ class StandaloneCluster:
     def start(self, timeout_s: float = 90.0) -> str:
         """Start master and workers; return the master URL once every worker has registered."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        port, ui_port = free_port(), free_port()
+        # all ports reserved at once: two picked one after the other can be the same port
+        port, ui_port, *worker_ui_ports = free_ports(2 + self.workers)
         self.master_url = f"spark://127.0.0.1:{port}"
         self._spawn(
             "master",
@@ -74,7 +75,7 @@ class StandaloneCluster:
                 str(ui_port),
             ],
         )
-        for index in range(self.workers):
+        for index, worker_ui_port in enumerate(worker_ui_ports):
             worker_dir = self.work_dir / f"worker-{index}"
             worker_dir.mkdir(exist_ok=True)
             self._spawn(
@@ -89,14 +90,14 @@ class StandaloneCluster:
                     "--host",
                     "127.0.0.1",
                     "--webui-port",
-                    str(free_port()),
+                    str(worker_ui_port),
                     "--work-dir",
                     str(worker_dir),
                 ],
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.alive_workers(ui_port) >= self.workers:
+            if self.alive_workers(ui_port, self.master_url) >= self.workers:
                 return self.master_url
             if any(p.poll() is not None for p in self.processes):
                 break
@@ -105,13 +106,20 @@ class StandaloneCluster:
         raise ClusterError(f"standalone cluster did not start within {timeout_s:.0f}s; logs in {self.work_dir}")
 
     @staticmethod
-    def alive_workers(ui_port: int) -> int:
+    def alive_workers(ui_port: int, master_url: str) -> int:
+        """Workers the master at ``master_url`` reports ALIVE; 0 while its UI is not answering with its state.
+
+        Anything else on the port (a page that is not JSON, another master's state) counts as not ready, so
+        a slow start or a foreign server ends in the ClusterError that points at the logs, not a decode error.
+        """
         import json
 
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as response:
                 state = json.load(response)
-        except OSError:
+        except (OSError, ValueError):
+            return 0
+        if not isinstance(state, dict) or state.get("url") != master_url:
             return 0
         return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
 
