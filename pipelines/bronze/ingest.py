@@ -81,7 +81,8 @@ class BatchWriter:
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # parsed once, read by three writes
         try:
             is_event = F.col(ROUTE) == ROUTE_EVENT
-            progress = (
+            # sorted here, not by Spark: an orderBy would add a sampling job to every micro-batch
+            progress = sorted(
                 parsed.groupBy("topic", "partition")
                 .agg(
                     F.min("offset").alias("min_offset"),
@@ -92,18 +93,21 @@ class BatchWriter:
                     F.max("kafka_timestamp").alias("max_kafka_timestamp"),
                     F.max("ingested_at").alias("max_ingested_at"),
                 )
-                .orderBy("topic", "partition")
-                .collect()
+                .collect(),
+                key=lambda row: (row["topic"], row["partition"]),
             )
             if not progress:
                 return
             txn = {"txnAppId": self.query_id(spark), "txnVersion": str(batch_id)}
             # One file per table partition and batch: rows of a (tenant, day, type) arrive from every Kafka
             # partition, so without the shuffle each reading task wrote its own small file into each of them.
-            events = parsed.where(is_event).select(EVENTS.schema.names)
-            self._append(events.repartition(*EVENTS.partitioned_by), self.lake.bronze_events, txn)
-            quarantine = parsed.where(~is_event).select(QUARANTINE.schema.names)
-            self._append(quarantine.repartition(*QUARANTINE.partitioned_by), self.lake.bronze_quarantine, txn)
+            # A table the batch has no rows for gets no commit (a replay finds nothing to add there either).
+            if any(row["events"] for row in progress):
+                events = parsed.where(is_event).select(EVENTS.schema.names)
+                self._append(events.repartition(*EVENTS.partitioned_by), self.lake.bronze_events, txn)
+            if any(row["quarantined"] for row in progress):
+                quarantine = parsed.where(~is_event).select(QUARANTINE.schema.names)
+                self._append(quarantine.repartition(*QUARANTINE.partitioned_by), self.lake.bronze_quarantine, txn)
             rows = [(txn["txnAppId"], batch_id, *row) for row in progress]
             self._append(spark.createDataFrame(rows, _spark_schema(PROGRESS.schema)), self.lake.bronze_progress, txn)
         finally:
