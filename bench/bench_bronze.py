@@ -259,10 +259,11 @@ def run(
                 query, recorder = start_bronze(spark, settings, bootstrap)
                 try:
                     drained_ms = _wait_landed([events, quarantine], len(backlog), query)
-                    drain_progress = list(query.recentProgress)
                     phases["bronze drain"] = (drained_ms - started_ms) / 1000
-
                     _wait_idle(query)
+                    # read once idle: a batch's progress report comes after its commits, so a read right after
+                    # the last commit misses the last batch
+                    drain_progress = list(query.recentProgress)
                     clock = time.monotonic()
                     since_version = events.commits[-1].version
                     since_batch = max(p["batchId"] for p in query.recentProgress)
