@@ -9,6 +9,7 @@ so nothing lands in the venv.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,8 @@ class StandaloneCluster:
             "SPARK_LOCAL_IP": "127.0.0.1",
             "PYSPARK_PYTHON": sys.executable,
             "SPARK_LOG_DIR": str(self.work_dir / "logs"),
+            # the master's REST submission server would take the fixed port 6066; nothing here submits through it
+            "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
         }
         log = open(self.work_dir / f"{name}.log", "wb")
         process = subprocess.Popen(
@@ -97,13 +100,20 @@ class StandaloneCluster:
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.alive_workers(ui_port, self.master_url) >= self.workers:
+            if self.alive_workers(self.master_ui_port(ui_port), self.master_url) >= self.workers:
                 return self.master_url
             if any(p.poll() is not None for p in self.processes):
                 break
             time.sleep(0.5)
         self.stop()
         raise ClusterError(f"standalone cluster did not start within {timeout_s:.0f}s; logs in {self.work_dir}")
+
+    def master_ui_port(self, requested: int) -> int:
+        """The port the master's web UI bound, from its log: Spark moves to the next port when the one asked for
+        was taken in the meantime (the reservation ends before the master starts)."""
+        log = self.work_dir / "master.log"
+        found = re.search(r"Successfully started service 'MasterUI' on port (\d+)", log.read_text(errors="replace"))
+        return int(found.group(1)) if found else requested
 
     @staticmethod
     def alive_workers(ui_port: int, master_url: str) -> int:
