@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.common import (
+    EVENTS_PER_USER_DAY,
     bench_environ,
     machine,
     markdown_table,
@@ -55,7 +56,6 @@ from pipelines.platform.lake import Lake
 from pipelines.synthetic.generator import GeneratorSpec, generate
 
 DAYS = 3
-EVENTS_PER_USER_DAY = 3.4  # the generator's defaults (as in bench_silver_gold)
 
 
 def _settings(work: Path, bootstrap: str, trigger: str, max_offsets: int | None) -> Settings:
@@ -266,7 +266,7 @@ def run(
                     drain_progress = list(query.recentProgress)
                     clock = time.monotonic()
                     since_version = events.commits[-1].version
-                    since_batch = max(p["batchId"] for p in query.recentProgress)
+                    since_batch = max(p["batchId"] for p in drain_progress)
                     results = multiprocessing.get_context("spawn").Queue()
                     publisher = multiprocessing.get_context("spawn").Process(
                         target=_steady_publisher, args=(settings, bootstrap, int(rate * seconds), rate, results)

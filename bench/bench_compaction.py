@@ -30,14 +30,22 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench.common import bench_environ, machine, markdown_table, private_spark, section_heading, write_section
+from bench.common import (
+    EVENTS_PER_USER_DAY,
+    bench_environ,
+    machine,
+    markdown_table,
+    private_spark,
+    section_heading,
+    write_section,
+)
 from pipelines.config import load_settings
 from pipelines.platform.lake import Lake
+from pipelines.platform.registry import table as declared_table
 from pipelines.platform.tables import compact
 from pipelines.synthetic.bronze import bronze_rows_from_generated, bronze_table, write_bronze
 from pipelines.synthetic.generator import GeneratorSpec, generate
 
-EVENTS_PER_USER_DAY = 3.4  # the generator's defaults (as in bench_silver_gold)
 TARGET_FILES_PER_MILLION = 100
 LAYOUTS = {"spread": (4, 7), "dense": (1, 1)}  # (tenants, days) per million events
 
@@ -55,12 +63,15 @@ def _contents(spark, path: str) -> tuple[int, int]:
     return int(row["rows"]), int(row["checksum"] or 0)
 
 
-def _files_and_partitions(spark, path: str) -> tuple[int, int]:
+def _files(spark, path: str) -> int:
     from delta.tables import DeltaTable
 
-    files = int(DeltaTable.forPath(spark, path).detail().first()["numFiles"])
-    partitions = spark.read.format("delta").load(path).select("tenant_id", "event_date", "event_type").distinct()
-    return files, partitions.count()
+    return int(DeltaTable.forPath(spark, path).detail().first()["numFiles"])
+
+
+def _partitions(spark, path: str) -> int:
+    partitioned_by = declared_table("bronze", "events").partitioned_by
+    return spark.read.format("delta").load(path).select(*partitioned_by).distinct().count()
 
 
 def bench_layout(spark, settings, layout: str, events: int, batch_events: int) -> dict[str, Any]:
@@ -76,12 +87,12 @@ def bench_layout(spark, settings, layout: str, events: int, batch_events: int) -
     for index in range(batches):
         write_bronze(spark, path, table.slice(index * batch_events, batch_events))
     write_seconds = time.monotonic() - clock
-    files_before, partitions = _files_and_partitions(spark, path)
+    files_before, partitions = _files(spark, path), _partitions(spark, path)
     before = _contents(spark, path)
     clock = time.monotonic()
     compact(spark, path)
     optimize_seconds = time.monotonic() - clock
-    files_after, _ = _files_and_partitions(spark, path)
+    files_after = _files(spark, path)
     after = _contents(spark, path)
     per_million = files_after * 1_000_000 / table.num_rows
     print(

@@ -41,6 +41,7 @@ from typing import Any
 import psutil
 
 from bench.common import (
+    EVENTS_PER_USER_DAY,
     PeakRss,
     bench_environ,
     machine,
@@ -57,7 +58,6 @@ from pipelines.synthetic.bronze import bronze_rows_from_generated, bronze_table,
 from pipelines.synthetic.generator import GeneratorSpec, generate
 from pipelines.synthetic.users import sample_users, write_users_file
 
-EVENTS_PER_USER_DAY = 3.4  # measured on the generator's defaults
 CHUNK_EVENTS = 1_000_000  # generated (and held in memory) at most this many at a time
 DAYS_PER_CHUNK = 7
 TENANTS = 4

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+# Events the generator makes per user and day at its default rates (measured over 7-day specs; a 1-day spec
+# makes more: first-day signups): how the benches size a GeneratorSpec's users for a wanted number of events.
+EVENTS_PER_USER_DAY = 3.4
 HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; each section says its machine, data size and baseline.\n"
 
 
