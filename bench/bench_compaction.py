@@ -33,6 +33,7 @@ from typing import Any
 from bench.common import (
     EVENTS_PER_USER_DAY,
     bench_environ,
+    driver_memory,
     machine,
     markdown_table,
     private_spark,
@@ -118,9 +119,9 @@ def bench_layout(spark, settings, layout: str, events: int, batch_events: int) -
 def run(events: int, batch_events: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-compaction-") as workdir:
         settings = load_settings(environ=bench_environ(Path(workdir)))
-        # 6 GiB for the one local JVM, as the silver + gold bench: with Spark's default 1 GiB, OPTIMIZE of the dense
-        # layout's partitions (over 100 MB of rows each, two rewritten at once) runs out of heap
-        with private_spark(settings, "bench-compaction", {"spark.driver.memory": "6g"}) as spark:
+        # the local profile's driver memory, what `maintenance run` gets (Spark's default 1 GiB ran out of heap in
+        # OPTIMIZE of the dense layout's partitions: over 100 MB of rows each, two rewritten at once)
+        with private_spark(settings, "bench-compaction") as spark:
             return [bench_layout(spark, settings, layout, events, batch_events) for layout in LAYOUTS]
 
 
@@ -142,9 +143,10 @@ def main() -> None:
             "what was written), written to a bronze.events table as the stream writes it (micro-batches of "
             f"{args.batch_events:,} events in arrival order, one file per partition and batch), then compacted by "
             "`pipelines.platform.tables.compact` (Delta's `OPTIMIZE`, what `maintenance run` does), Spark "
-            "`local[*]` with 6 GiB of driver memory. Compaction cannot merge files of different (tenant, day, type) "
-            "partitions, so the files left are at least the partitions. Contents = row count and the sum of every "
-            f"row's xxhash64, before and after. Target: at most {TARGET_FILES_PER_MILLION} files per million events.",
+            f"`local[*]` with the local profile's driver memory ({driver_memory(load_settings())}). Compaction "
+            "cannot merge files of different (tenant, day, type) partitions, so the files left are at least the "
+            "partitions. Contents = row count and the sum of every row's xxhash64, before and after. Target: at "
+            f"most {TARGET_FILES_PER_MILLION} files per million events.",
             "",
             markdown_table(rows, list(rows[0])),
         ]

@@ -220,7 +220,7 @@ def run(events: int, rounds: int, clients: int, seconds: float) -> tuple[list[di
             "BENCH_SQL_PASSWORD": "bench-password",
         }
         settings = load_settings(environ=environ)
-        with private_spark(settings, "bench-serve-api", {"spark.driver.memory": "6g"}) as spark:  # as bench_silver_gold
+        with private_spark(settings, "bench-serve-api", {"spark.driver.memory": "6g"}) as spark:  # as when first run
             started = time.monotonic()
             bronze_rows, first, last = write_generated_bronze(spark, settings, events)
             silver.build(spark, settings, first, last)

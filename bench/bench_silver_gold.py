@@ -15,7 +15,9 @@ events included) is written to a bronze Delta table once; then
 Wall-clock seconds, one run per size; bronze generation is not timed. The ratio column is Spark's time over
 DuckDB's for the same size (above 1: DuckDB is faster). Peak memory (PSS) of the Spark builds is sampled per
 process role (Python driver, Spark JVM, Python workers): the driver's shows whether a build collects into
-Python. The Spark JVM and the metastore database are stopped by PID at the end.
+Python. Bronze is generated in a child process first; each size is then built in a Spark JVM of its own with
+the local profile's driver memory (what a user's `./dev run` gets), stopped by PID with the metastore database
+at the end.
 
 Run: ``.venv/bin/python -m bench.bench_silver_gold [--events 1000000 10000000]``; rewrites its BENCHMARKS.md
 section (``--validation``: labelled as a small validation run, not a result). Generating 10M events takes
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -44,10 +47,10 @@ from bench.common import (
     EVENTS_PER_USER_DAY,
     PeakRss,
     bench_environ,
+    driver_memory,
     machine,
     markdown_table,
     private_spark,
-    return_freed_memory,
     section_heading,
     write_section,
 )
@@ -60,6 +63,7 @@ from pipelines.synthetic.users import sample_users, write_users_file
 
 CHUNK_EVENTS = 1_000_000  # generated (and held in memory) at most this many at a time
 DAYS_PER_CHUNK = 7
+GENERATED = "generated.json"  # written once a size's bronze and users file are complete
 TENANTS = 4
 
 DUCKDB_SQL = """
@@ -195,66 +199,76 @@ def _gold_results(spark, settings) -> dict[str, dict]:
     }
 
 
-def _reuse_generated(settings, generated: Path) -> tuple[int, date, date]:
-    """The bronze an earlier run generated, with every table built from it removed (a first build again)."""
-    for layer in ("silver", "gold", "ops"):
-        shutil.rmtree(Path(Lake(settings).root) / layer, ignore_errors=True)
-    facts = json.loads(generated.read_text())
-    return facts["bronze_rows"], date.fromisoformat(facts["first"]), date.fromisoformat(facts["last"])
-
-
 def size_root(workdir: Path, events: int) -> Path:
     """The folder of one size's lake, users file and generated-bronze record."""
     return workdir / f"lake-{events}"
 
 
-def prepare_size(spark, events: int, workdir: Path) -> tuple[Settings, int, date, date]:
-    """The settings of one size's lake under ``workdir`` and its bronze (rows, first and last day): generated and
-    written, or reused from an earlier run with the same ``workdir``."""
+def size_settings(workdir: Path, events: int) -> Settings:
+    """The settings of one size's lake under ``workdir``; one metastore database for every size."""
     root = size_root(workdir, events)
     environ = bench_environ(
         root,
-        LAKEHOUSE__CATALOG__STATE_DIR=str(workdir / "metastore"),  # the session's metastore, shared by all sizes
+        LAKEHOUSE__CATALOG__STATE_DIR=str(workdir / "metastore"),
         LAKEHOUSE__SILVER__DIMENSIONS_DIR=str(root / "dims"),
     )
-    settings = load_settings(environ=environ)
-    started = time.monotonic()
-    generated = root / "generated.json"  # written once bronze and the users file are complete
-    if generated.exists():  # --workdir of an earlier run: same events, built from scratch again
-        bronze_rows, first, last = _reuse_generated(settings, generated)
-        print(f"[bench] {events:,} events: bronze of an earlier run reused ({bronze_rows:,} rows)", file=sys.stderr)
-    else:
-        bronze_rows, first, last = write_generated_bronze(spark, settings, events)
-        generated.write_text(json.dumps({"bronze_rows": bronze_rows, "first": str(first), "last": str(last)}))
-        print(
-            f"[bench] {events:,} events: bronze generated and written in {time.monotonic() - started:.1f} s",
-            file=sys.stderr,
-        )
-    return settings, bronze_rows, first, last
+    return load_settings(environ=environ)
 
 
-def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool = False) -> list[dict[str, Any]]:
-    """Rows of one size; appends the peak memory of its silver + gold builds to ``peaks``."""
-    settings, bronze_rows, first, last = prepare_size(spark, events, workdir)
-    return_freed_memory()  # the generator's chunks: not the build's memory
-    with PeakRss() as memory:
-        started = time.monotonic()
-        built = silver.build(spark, settings, first, last)
-        silver_s = time.monotonic() - started
-        started = time.monotonic()
-        gold.build(spark, settings, first, last, lookback=False)
-        gold_s = time.monotonic() - started
-    peaks.append(f"{events:,} events: {memory.describe()}")
-    print(f"[bench] {events:,} events: silver {silver_s:.1f} s, gold {gold_s:.1f} s; {peaks[-1]}", file=sys.stderr)
-    label = f"{events:,} generated events ({bronze_rows:,} bronze rows, {built.events:,} unique)"
-    rows = [
-        {"engine": "Spark local[*]: silver.build", "size": label, "seconds": round(silver_s, 1)},
-        {"engine": "Spark local[*]: gold.build (6 tables)", "size": label, "seconds": round(gold_s, 1)},
-        {"engine": "Spark local[*]: silver + gold", "size": label, "seconds": round(silver_s + gold_s, 1)},
-    ]
-    seconds, results = _duckdb(settings, first, last)
-    print(f"[bench] {events:,} events: DuckDB {seconds:.1f} s", file=sys.stderr)
-    expected = _gold_results(spark, settings)
+def generate_sizes(sizes: tuple[int, ...], workdir: Path) -> None:
+    """Generate and write each size's bronze and users file that ``workdir`` does not hold yet.
+
+    Runs in a child process with its own Spark JVM (``run``), so what generation leaves in Python's and the JVM's
+    heaps is gone before the builds are measured."""
+    missing = [events for events in sizes if not (size_root(workdir, events) / GENERATED).exists()]
+    if not missing:
+        return
+    with private_spark(size_settings(workdir, missing[0]), "bench-silver-gold-generate") as spark:
+        for events in missing:
+            started = time.monotonic()
+            settings = size_settings(workdir, events)
+            bronze_rows, first, last = write_generated_bronze(spark, settings, events)
+            facts = {"bronze_rows": bronze_rows, "first": str(first), "last": str(last)}
+            (size_root(workdir, events) / GENERATED).write_text(json.dumps(facts))  # bronze and users complete
+            print(
+                f"[bench] {events:,} events: bronze generated and written in {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+
+
+def generated_bronze(settings: Settings, workdir: Path, events: int) -> tuple[int, date, date]:
+    """A size's generated bronze (rows, first and last day), with every table an earlier run built from it
+    removed: the timed builds are first builds."""
+    for layer in ("silver", "gold", "ops"):
+        shutil.rmtree(Path(Lake(settings).root) / layer, ignore_errors=True)
+    facts = json.loads((size_root(workdir, events) / GENERATED).read_text())
+    return facts["bronze_rows"], date.fromisoformat(facts["first"]), date.fromisoformat(facts["last"])
+
+
+def bench_size(events: int, workdir: Path, peaks: list[str], keep: bool = False) -> list[dict[str, Any]]:
+    """Rows of one size, built in a Spark JVM of its own (started here, the local profile's driver memory);
+    appends the peak memory of its silver + gold builds to ``peaks``."""
+    settings = size_settings(workdir, events)
+    bronze_rows, first, last = generated_bronze(settings, workdir, events)
+    with private_spark(settings, "bench-silver-gold") as spark:
+        with PeakRss() as memory:
+            started = time.monotonic()
+            built = silver.build(spark, settings, first, last)
+            silver_s = time.monotonic() - started
+            started = time.monotonic()
+            gold.build(spark, settings, first, last, lookback=False)
+            gold_s = time.monotonic() - started
+        peaks.append(f"{events:,} events: {memory.describe()}")
+        print(f"[bench] {events:,} events: silver {silver_s:.1f} s, gold {gold_s:.1f} s; {peaks[-1]}", file=sys.stderr)
+        label = f"{events:,} generated events ({bronze_rows:,} bronze rows, {built.events:,} unique)"
+        rows = [
+            {"engine": "Spark local[*]: silver.build", "size": label, "seconds": round(silver_s, 1)},
+            {"engine": "Spark local[*]: gold.build (6 tables)", "size": label, "seconds": round(gold_s, 1)},
+            {"engine": "Spark local[*]: silver + gold", "size": label, "seconds": round(silver_s + gold_s, 1)},
+        ]
+        seconds, results = _duckdb(settings, first, last)
+        print(f"[bench] {events:,} events: DuckDB {seconds:.1f} s", file=sys.stderr)
+        expected = _gold_results(spark, settings)
     disagree = [name for name in ("dau", "event_counts", "revenue") if results[name] != expected[name]]
     if disagree:
         raise AssertionError(f"DuckDB and gold disagree on {disagree}")
@@ -276,21 +290,26 @@ def bench_size(spark, events: int, workdir: Path, peaks: list[str], keep: bool =
 def run(sizes: tuple[int, ...] = (1_000_000,), keep: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per engine and size (engine, size, seconds, Spark / DuckDB), and one peak-memory line per size.
 
-    ``keep``: work in that folder and keep each size's generated bronze there (a later run with the same folder
-    reuses it and rebuilds silver and gold from scratch); by default a temporary folder, removed.
+    Bronze is generated first, in a child process (its own interpreter and Spark JVM, both gone when it exits);
+    then each size is built in a fresh JVM, so a size's peak memory is its own builds', not what generation or a
+    smaller size left in a heap that never shrinks. ``keep``: work in that folder and keep each size's generated
+    bronze there (a later run with the same folder reuses it and rebuilds silver and gold from scratch); by
+    default a temporary folder, removed.
     """
     rows: list[dict[str, Any]] = []
     peaks: list[str] = []
     with (
         nullcontext(str(keep)) if keep is not None else tempfile.TemporaryDirectory(prefix="bench-silver-gold-")
     ) as workdir:
-        settings = load_settings(environ=bench_environ(Path(workdir)))
-        # 6 GiB for the one local JVM (Spark's default is 1 GiB): 10M events' window sorts otherwise spill
-        with private_spark(settings, "bench-silver-gold", {"spark.driver.memory": "6g"}) as spark:
-            for events in sizes:
-                started = time.monotonic()
-                rows.extend(bench_size(spark, events, Path(workdir), peaks, keep is not None))
-                print(f"[bench] {events:,} events: {time.monotonic() - started:.1f} s in all", file=sys.stderr)
+        generator = multiprocessing.get_context("spawn").Process(target=generate_sizes, args=(sizes, Path(workdir)))
+        generator.start()
+        generator.join()
+        if generator.exitcode != 0:
+            raise SystemExit(f"generating bronze failed (exit {generator.exitcode}); see the messages above")
+        for events in sizes:
+            started = time.monotonic()
+            rows.extend(bench_size(events, Path(workdir), peaks, keep is not None))
+            print(f"[bench] {events:,} events: {time.monotonic() - started:.1f} s in all", file=sys.stderr)
     return rows, peaks
 
 
@@ -305,6 +324,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows, peaks = run(tuple(args.events), args.workdir)
+    memory = driver_memory(load_settings())
     heading = section_heading("Silver + gold batch build vs DuckDB (issue 5)", args.validation)
     body = "\n".join(
         [
@@ -313,16 +333,16 @@ def main() -> None:
             f"Machine: {machine()}. Data: generated events over {TENANTS} tenants written straight to bronze "
             "(duplicates and late events included), 7 days per million events. Spark `local[*]` (pyspark 4.2) "
             'reading and writing with delta-spark 4.4 (`format("delta")`), tables named in a Hive metastore '
-            "on Derby, driver memory 6 GiB; DuckDB over the same bronze parquet files (delta-rs pyarrow "
-            "dataset of the table delta-spark wrote), doing less work (no HMAC, no user-agent parsing, no "
-            "funnels or anomalies). Wall clock, one run; DuckDB's DAU, event counts and revenue are checked "
-            "equal to gold's.",
+            f"on Derby, the local profile's driver memory ({memory}), a fresh JVM per size; DuckDB over the same "
+            "bronze parquet files (delta-rs pyarrow dataset of the table delta-spark wrote), doing less work (no "
+            "HMAC, no user-agent parsing, no funnels or anomalies). Wall clock, one run; DuckDB's DAU, event counts "
+            "and revenue are checked equal to gold's.",
             "",
             markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]),
             "",
             "Peak memory (PSS, shared pages split between the processes sharing them) during the Spark silver + gold "
-            "builds, sampled every second, with each process role's value when the builds started; driver memory "
-            "6 GiB; the Derby metastore left out:",
+            "builds, sampled every second, with each process role's value when the builds started; the Derby "
+            "metastore left out:",
             "",
             *(f"- {line}" for line in peaks),
         ]

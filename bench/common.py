@@ -115,6 +115,14 @@ def return_freed_memory() -> None:
         pass
 
 
+def driver_memory(settings: Settings) -> str:
+    """The heap of the one local JVM (driver and executors) as the profile sets it, for a bench's section."""
+    memory = settings.spark.conf.get("spark.driver.memory")
+    if memory is None:
+        return "1 GiB, Spark's default"
+    return f"{memory[:-1]} GiB" if memory.lower().endswith("g") else memory
+
+
 def machine() -> str:
     """CPU model (from /proc/cpuinfo where platform.processor() is empty), cores, memory, Python."""
     name = platform.processor()

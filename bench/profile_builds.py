@@ -12,7 +12,7 @@ Issue 18 asks for a profile before any speed change. Two sources, one run:
 
     python -m bench.profile_builds --events 1000000 [--workdir DIR]
 
-Same data and settings as ``bench.bench_silver_gold`` (generated bronze, 6 GiB driver, gates on); its
+Same data as ``bench.bench_silver_gold`` (generated bronze, gates on; a 6 GiB driver, as when first run); its
 ``--workdir`` keeps the generated bronze for a later run. Writes the ``profile`` section of BENCHMARKS.md.
 """
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bench_silver_gold import prepare_size
+from bench.bench_silver_gold import generate_sizes, generated_bronze, size_settings
 from bench.common import (
     ROOT,
     bench_environ,
@@ -139,16 +139,18 @@ def run(events: int, keep: Path | None) -> tuple[list[dict[str, Any]], list[str]
             "spark.eventLog.rolling.enabled": "false",  # one plain JSON-lines file per application
             "spark.eventLog.compress": "false",
         }
+        generate_sizes((events,), workdir)  # in a JVM of its own, stopped before the profiled one starts
+        built = size_settings(workdir, events)
+        _, first, last = generated_bronze(built, workdir, events)
+        return_freed_memory()
         with private_spark(settings, "profile-builds", conf) as spark:
-            size_settings, _, first, last = prepare_size(spark, events, workdir)
-            return_freed_memory()
             marks = [time.time()]
             profiles = [cProfile.Profile(), cProfile.Profile()]
             with profiles[0]:
-                silver.build(spark, size_settings, first, last)
+                silver.build(spark, built, first, last)
             marks.append(time.time())
             with profiles[1]:
-                gold.build(spark, size_settings, first, last, lookback=False)
+                gold.build(spark, built, first, last, lookback=False)
             marks.append(time.time())
         (log,) = list(log_dir.iterdir())  # the session stopped: its log is complete
         jobs = read_event_log(log)

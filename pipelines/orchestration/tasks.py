@@ -37,7 +37,10 @@ def day_schedule(expression: str | None) -> Any:
 
 
 def default_args(settings: Settings) -> dict[str, Any]:
-    """Owner, retries with exponential backoff and a timeout for every task (``orchestration`` in the settings)."""
+    """Owner, retries with exponential backoff and a timeout for every task (``orchestration`` in the settings),
+    and for the Spark tasks the profile's ``spark.driver.memory``: spark-submit starts the driver JVM before the
+    job builds its session, so the setting must be on spark-submit's command line (Airflow hands a default only
+    to the operators that take it)."""
     config = settings.orchestration
     return {
         "owner": config.owner,
@@ -45,6 +48,7 @@ def default_args(settings: Settings) -> dict[str, Any]:
         "retry_delay": timedelta(minutes=config.retry_delay_minutes),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(minutes=config.task_timeout_minutes),
+        "driver_memory": settings.spark.conf.get("spark.driver.memory"),
     }
 
 
