@@ -1,6 +1,6 @@
 """Where silver.build and gold.build spend their time: the platform's steps, and Spark's side of each build.
 
-Issue 18 asks for a profile before any speed change. Two sources, one run:
+Issue 18 asks for a profile before any speed change. Three sources, one run:
 
 * the driver under cProfile: the platform's functions by cumulative wall clock (a step includes the steps it
   calls). The driver mostly waits on Py4J while Spark runs a step's jobs, so this is where each build's time
@@ -9,10 +9,14 @@ Issue 18 asks for a profile before any speed change. Two sources, one run:
   during which at least one ran, and their tasks' executor and GC time. Wall time outside every job is the
   driver's: Python, query planning, Delta's commits and log replays. (Jobs cannot be named by step from the
   log: most, Delta's writes and GX's included, carry no Python call site.)
+* Java Flight Recorder on the JVM during each build: what the executor threads were doing, sample by sample
+  (JSON parsing, SHA-256, Parquet, sorting, shuffles, generated code...). Spark's SQL metrics cannot say
+  this: a generated-code stage's "duration" is the wall time from its iterator's creation to its end, which
+  includes whatever consumes its rows.
 
     python -m bench.profile_builds --events 1000000 [--workdir DIR]
 
-Same data as ``bench.bench_silver_gold`` (generated bronze, gates on; a 6 GiB driver, as when first run); its
+Same data and driver memory as ``bench.bench_silver_gold`` (generated bronze, gates on); its
 ``--workdir`` keeps the generated bronze for a later run. Writes the ``profile`` section of BENCHMARKS.md.
 """
 
@@ -21,12 +25,15 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,7 @@ from bench.bench_silver_gold import generate_sizes, generated_bronze, size_setti
 from bench.common import (
     ROOT,
     bench_environ,
+    driver_memory,
     machine,
     markdown_table,
     private_spark,
@@ -76,6 +84,110 @@ def read_event_log(path: Path) -> list[Job]:
                 job.task_ms += metrics.get("Executor Run Time", 0)
                 job.gc_ms += metrics.get("JVM GC Time", 0)
     return [job for job in jobs.values() if job.completed_ms]
+
+
+# What the JVM's executor threads were doing, from Java Flight Recorder's execution samples. A sample goes to the
+# first category, in this order, that one of its frames names. Only code that is called per row sits high in
+# the list (a parser, a digest, a writer's column encoders); code that drives a task (Spark's shuffle writer
+# pulling rows, Delta's file writer, a window iterating its input) would claim the whole pipeline under it, so
+# it is named only by its own inner parts or sits low.
+SAMPLE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("JSON (from_json, to_json, get_json_object)", ("com.fasterxml.jackson.", "sql.catalyst.json.")),
+    ("SHA-256 (HMAC pseudonyms)", ("sun.security.provider.", "java.security.MessageDigest", "commons.codec.digest")),
+    ("regular expressions", ("java.util.regex.",)),
+    ("compression (zstd, snappy, lz4)", ("zstd", "snappy", "lz4", ".compress.")),
+    ("Parquet read", ("VectorizedParquetRecordReader", "VectorizedColumnReader", "parquet.hadoop.ParquetFileReader")),
+    ("Parquet write (encoding)", ("org.apache.parquet.column.", "ParquetWriteSupport", "ParquetOutputWriter")),
+    ("Delta write statistics", ("sql.delta.stats.",)),
+    ("sort", ("UnsafeExternalSorter", "UnsafeInMemorySorter", "RadixSort", "TimSort", "UnsafeSorterSpill")),
+    (
+        "shuffle (sort, spill, fetch, serialize)",
+        ("ShuffleExternalSorter", "ShuffleBlockFetcherIterator", "DiskBlockObjectWriter", "UnsafeRowSerializer"),
+    ),
+    ("hash tables (joins, aggregates, distinct)", ("BytesToBytesMap", "HashedRelation", "UnsafeHashedRelation")),
+    ("Arrow (Python workers' batches)", ("org.apache.arrow.", "ArrowWriter", "api.python.", "execution.python.")),
+    ("generated code (projections, filters, expressions)", ("GeneratedClass", "sql.catalyst.expressions.")),
+    ("window", ("WindowExec", "WindowEvaluatorFactory", "WindowFunctionFrame", "ExternalAppendOnlyUnsafeRowArray")),
+    ("Delta (other)", ("sql.delta.",)),
+]
+EXECUTOR_THREAD = "Executor task launch worker"
+STACK_DEPTH = "64"
+
+
+def _java_tool(name: str) -> str:
+    """A JDK tool next to the ``java`` Spark runs (JAVA_HOME, else the one on PATH)."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = Path(java_home, "bin", "java") if java_home else Path(shutil.which("java") or "java")
+    return str(java.resolve().parent / name)
+
+
+def categorize(frames: list[str]) -> str:
+    for category, patterns in SAMPLE_CATEGORIES:
+        if any(pattern in frame for frame in frames for pattern in patterns):
+            return category
+    return "other"
+
+
+def sample_categories(recording: Path) -> tuple[dict[str, int], int]:
+    """Executor threads' samples per category, and the samples of every other thread (the driver's planning
+    and Delta log replays, RPC, GC helpers), from one recording (``jfr print``, streamed)."""
+    counts: dict[str, int] = {}
+    unnamed: dict[str, int] = {}  # the innermost frame of samples no category names, for the run's log
+    others = 0
+    command = [_java_tool("jfr"), "print", "--stack-depth", STACK_DEPTH, "--events", "jdk.ExecutionSample"]
+    with subprocess.Popen([*command, str(recording)], stdout=subprocess.PIPE, text=True) as printer:
+        assert printer.stdout is not None
+        thread, frames, in_stack = "", [], False
+        for line in printer.stdout:
+            text = line.strip()
+            if text.startswith("sampledThread = "):
+                thread = text
+            elif text.startswith("stackTrace = ["):
+                frames, in_stack = [], True
+            elif in_stack and text == "]":
+                in_stack = False
+                if EXECUTOR_THREAD in thread:
+                    category = categorize(frames)
+                    counts[category] = counts.get(category, 0) + 1
+                    if category == "other" and frames:
+                        unnamed[frames[0]] = unnamed.get(frames[0], 0) + 1
+                else:
+                    others += 1
+            elif in_stack:
+                frames.append(text.split("(", 1)[0])
+    if printer.returncode != 0:
+        raise RuntimeError(f"jfr print failed on {recording} (exit {printer.returncode})")
+    top = sorted(unnamed.items(), key=lambda item: item[1], reverse=True)[:8]
+    print(f"[profile] {recording.name}: uncategorized samples' innermost frames: {top}", file=sys.stderr)
+    return counts, others
+
+
+@contextmanager
+def flight_recording(spark, destination: Path) -> Iterator[None]:
+    """Java Flight Recorder's "profile" settings on the session's JVM (driver and, in ``local[*]``, executors)
+    for the block; the recording is written to ``destination``."""
+    jvm = spark.sparkContext._jvm
+    recording = jvm.jdk.jfr.Recording(jvm.jdk.jfr.Configuration.getConfiguration("profile"))
+    recording.start()
+    try:
+        yield
+    finally:
+        recording.stop()
+        recording.dump(jvm.java.io.File(str(destination)).toPath())
+        recording.close()
+
+
+def sample_rows(name: str, counts: dict[str, int], others: int) -> list[dict[str, Any]]:
+    total = sum(counts.values())
+    ranked = sorted(counts.items(), key=lambda item: item[1], reverse=True)
+    rows = [
+        {"build": name, "executor threads were in": category, "samples": n, "share": f"{100 * n / total:.0f}%"}
+        for category, n in ranked
+    ]
+    rows.append(
+        {"build": name, "executor threads were in": "(other threads: driver, RPC)", "samples": others, "share": "-"}
+    )
+    return rows
 
 
 def _covered_ms(jobs: list[Job]) -> int:
@@ -125,15 +237,15 @@ def step_rows(name: str, profile: cProfile.Profile, wall_s: float) -> list[dict[
     ]
 
 
-def run(events: int, keep: Path | None) -> tuple[list[dict[str, Any]], list[str]]:
+def run(events: int, keep: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Step rows (cProfile), operator rows (event log) and a Spark summary line per build."""
     with nullcontext(str(keep)) if keep is not None else tempfile.TemporaryDirectory(prefix="profile-") as folder:
         workdir = Path(folder)
         log_dir = workdir / "eventlog"
         shutil.rmtree(log_dir, ignore_errors=True)  # an earlier run's log
         log_dir.mkdir(parents=True)
         settings = load_settings(environ=bench_environ(workdir))
-        conf = {
-            "spark.driver.memory": "6g",
+        conf = {  # the local profile's driver memory, as bench_silver_gold
             "spark.eventLog.enabled": "true",
             "spark.eventLog.dir": log_dir.as_uri(),
             "spark.eventLog.rolling.enabled": "false",  # one plain JSON-lines file per application
@@ -146,22 +258,25 @@ def run(events: int, keep: Path | None) -> tuple[list[dict[str, Any]], list[str]
         with private_spark(settings, "profile-builds", conf) as spark:
             marks = [time.time()]
             profiles = [cProfile.Profile(), cProfile.Profile()]
-            with profiles[0]:
+            with flight_recording(spark, workdir / "silver.jfr"), profiles[0]:
                 silver.build(spark, built, first, last)
             marks.append(time.time())
-            with profiles[1]:
+            with flight_recording(spark, workdir / "gold.jfr"), profiles[1]:
                 gold.build(spark, built, first, last, lookback=False)
             marks.append(time.time())
         (log,) = list(log_dir.iterdir())  # the session stopped: its log is complete
         jobs = read_event_log(log)
+        samples = [sample_categories(workdir / f"{layer}.jfr") for layer in ("silver", "gold")]
     rows: list[dict[str, Any]] = []
+    sample_table: list[dict[str, Any]] = []
     summaries = []
     for index, name in enumerate(("silver.build", "gold.build")):
         started, ended = marks[index], marks[index + 1]
         summaries.append(job_summary(name, jobs, int(started * 1000), int(ended * 1000)))
         rows += step_rows(name, profiles[index], ended - started)
+        sample_table += sample_rows(name, *samples[index])
         print(f"[profile] {summaries[-1]}", file=sys.stderr)
-    return rows, summaries
+    return rows, sample_table, summaries
 
 
 def main() -> None:
@@ -170,21 +285,28 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep (and reuse) the generated bronze in this folder")
     parser.add_argument("--validation", action="store_true", help="label the section as a small validation run")
     args = parser.parse_args()
-    rows, summaries = run(args.events, args.workdir)
+    rows, samples, summaries = run(args.events, args.workdir)
     heading = section_heading("Profile: where silver + gold spend their time (issue 18)", args.validation)
-    columns = list(rows[0])
     body = "\n".join(
         [
             heading,
             "",
             f"Machine: {machine()}. Data: {args.events:,} generated events written straight to bronze "
-            "(as in the silver + gold bench), gates on, driver memory 6 GiB. Steps: the platform's functions by "
-            "cumulative wall clock under cProfile (a step includes the steps it calls; traced Python, GX's most, "
-            "runs slower than untraced). Spark: from the session's event log.",
+            "(as in the silver + gold bench), gates on, the local profile's driver memory "
+            f"({driver_memory(load_settings())}). Steps: the platform's functions by cumulative wall clock under "
+            "cProfile (a step includes the steps it calls; traced Python, GX's most, runs slower than untraced). "
+            "Spark: from the session's event log.",
             "",
             *[f"- {summary}" for summary in summaries],
             "",
-            markdown_table(rows, columns),
+            markdown_table(rows, list(rows[0])),
+            "",
+            'What the executor threads were doing (Java Flight Recorder\'s execution samples, "profile" settings, '
+            "the same run): each sample goes to the first category one of its frames names, in the order of "
+            "`SAMPLE_CATEGORIES` in `bench/profile_builds.py` (code called per row first - a parser, a digest, "
+            "an encoder - so the code driving a task does not claim the pipeline under it).",
+            "",
+            markdown_table(samples, list(samples[0])),
         ]
     )
     print(body)
