@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from pipelines.bronze.parse import PARSED_SCHEMA, ROUTE, ROUTE_EVENT, TimestampLimits, _spark_schema, make_parser
@@ -78,10 +77,6 @@ class BatchWriter:
         from pyspark.sql import functions as F
 
         spark = batch.sparkSession
-        tables = (self.lake.bronze_events, self.lake.bronze_quarantine, self.lake.bronze_progress)
-        warming = ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="bronze-warm")
-        for path in tables:
-            warming.submit(_warm_transaction_state, spark, path)
         parsed = batch.mapInArrow(make_parser(self.registry, self.limits), _spark_schema(PARSED_SCHEMA))
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # parsed once, read by three writes
         try:
@@ -117,7 +112,6 @@ class BatchWriter:
             self._append(spark.createDataFrame(rows, _spark_schema(PROGRESS.schema)), self.lake.bronze_progress, txn)
         finally:
             parsed.unpersist()
-            warming.shutdown(wait=True)  # nothing of a batch outlives it
         if self.metrics is not None:
             self.metrics.routed(sum(r["events"] for r in progress), sum(r["quarantined"] for r in progress))
         counted = sum(r["events"] + r["quarantined"] for r in progress)
@@ -126,24 +120,3 @@ class BatchWriter:
     @staticmethod
     def _append(df: DataFrame, path: str, txn: dict[str, str]) -> None:
         df.write.format("delta").mode("append").options(**txn).save(path)
-
-
-def _warm_transaction_state(spark: SparkSession, path: str) -> None:
-    """Compute the table's current snapshot state while the batch is parsed, off the commit path.
-
-    An append with a transaction id asks the snapshot it starts from for the id's last version, and delta-spark
-    answers from the snapshot's full state: three Spark jobs per table (0.4-0.7 s each on a laptop; most of a
-    small batch's time, BENCHMARKS.md). The state is computed once per snapshot (a lazy value the append
-    waits on if it is still being computed here), so computing it now for the snapshot the append will find
-    takes that time off the critical path. Commits, their order and their contents are unchanged; when
-    another writer commits in between, the append computes its newer snapshot's state itself, as before.
-    """
-    try:
-        jvm = spark.sparkContext._jvm
-        assert jvm is not None
-        none = jvm.scala.Option.empty()
-        jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path).update(
-            False, none, none
-        ).setTransactions()
-    except Exception as exc:  # an optimization only: the append computes what it needs itself
-        log.debug("could not warm the transaction state of %s: %s", path, exc)
