@@ -245,12 +245,14 @@ def generated_bronze(settings: Settings, workdir: Path, events: int) -> tuple[in
     return facts["bronze_rows"], date.fromisoformat(facts["first"]), date.fromisoformat(facts["last"])
 
 
-def bench_size(events: int, workdir: Path, peaks: list[str], keep: bool = False) -> list[dict[str, Any]]:
-    """Rows of one size, built in a Spark JVM of its own (started here, the local profile's driver memory);
-    appends the peak memory of its silver + gold builds to ``peaks``."""
+def bench_size(
+    events: int, workdir: Path, peaks: list[str], keep: bool = False, memory: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows of one size, built in a Spark JVM of its own (started here with ``memory``, else the local profile's
+    driver memory); appends the peak memory of its silver + gold builds to ``peaks``."""
     settings = size_settings(workdir, events)
     bronze_rows, first, last = generated_bronze(settings, workdir, events)
-    with private_spark(settings, "bench-silver-gold") as spark:
+    with private_spark(settings, "bench-silver-gold", {"spark.driver.memory": memory} if memory else None) as spark:
         with PeakRss() as memory:
             started = time.monotonic()
             built = silver.build(spark, settings, first, last)
@@ -287,7 +289,9 @@ def bench_size(events: int, workdir: Path, peaks: list[str], keep: bool = False)
     return rows
 
 
-def run(sizes: tuple[int, ...] = (1_000_000,), keep: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def run(
+    sizes: tuple[int, ...] = (1_000_000,), keep: Path | None = None, memory: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per engine and size (engine, size, seconds, Spark / DuckDB), and one peak-memory line per size.
 
     Bronze is generated first, in a child process (its own interpreter and Spark JVM, both gone when it exits);
@@ -308,7 +312,7 @@ def run(sizes: tuple[int, ...] = (1_000_000,), keep: Path | None = None) -> tupl
             raise SystemExit(f"generating bronze failed (exit {generator.exitcode}); see the messages above")
         for events in sizes:
             started = time.monotonic()
-            rows.extend(bench_size(events, Path(workdir), peaks, keep is not None))
+            rows.extend(bench_size(events, Path(workdir), peaks, keep is not None, memory))
             print(f"[bench] {events:,} events: {time.monotonic() - started:.1f} s in all", file=sys.stderr)
     return rows, peaks
 
@@ -322,9 +326,15 @@ def main() -> None:
         type=Path,
         help="keep the generated bronze in this folder; a later run with it skips generation (default: temporary)",
     )
+    parser.add_argument(
+        "--driver-memory",
+        help="the Spark JVM's heap, e.g. 6g (default: the local profile's spark.driver.memory)",
+    )
     args = parser.parse_args()
-    rows, peaks = run(tuple(args.events), args.workdir)
-    memory = driver_memory(load_settings())
+    rows, peaks = run(tuple(args.events), args.workdir, args.driver_memory)
+    memory = f"driver memory {driver_memory(load_settings(), args.driver_memory)}"
+    if not args.driver_memory:
+        memory += " (the local profile's)"
     heading = section_heading("Silver + gold batch build vs DuckDB (issue 5)", args.validation)
     body = "\n".join(
         [
@@ -333,7 +343,7 @@ def main() -> None:
             f"Machine: {machine()}. Data: generated events over {TENANTS} tenants written straight to bronze "
             "(duplicates and late events included), 7 days per million events. Spark `local[*]` (pyspark 4.2) "
             'reading and writing with delta-spark 4.4 (`format("delta")`), tables named in a Hive metastore '
-            f"on Derby, the local profile's driver memory ({memory}), a fresh JVM per size; DuckDB over the same "
+            f"on Derby, {memory}, a fresh JVM per size; DuckDB over the same "
             "bronze parquet files (delta-rs pyarrow dataset of the table delta-spark wrote), doing less work (no "
             "HMAC, no user-agent parsing, no funnels or anomalies). Wall clock, one run; DuckDB's DAU, event counts "
             "and revenue are checked equal to gold's.",

@@ -115,9 +115,10 @@ def return_freed_memory() -> None:
         pass
 
 
-def driver_memory(settings: Settings) -> str:
-    """The heap of the one local JVM (driver and executors) as the profile sets it, for a bench's section."""
-    memory = settings.spark.conf.get("spark.driver.memory")
+def driver_memory(settings: Settings, override: str | None = None) -> str:
+    """The heap of the one local JVM (driver and executors), ``override`` or as the profile sets it, for a
+    bench's section."""
+    memory = override or settings.spark.conf.get("spark.driver.memory")
     if memory is None:
         return "1 GiB, Spark's default"
     return f"{memory[:-1]} GiB" if memory.lower().endswith("g") else memory
