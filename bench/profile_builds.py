@@ -87,7 +87,7 @@ def read_event_log(path: Path) -> list[Job]:
 
 
 # What the JVM's executor threads were doing, from Java Flight Recorder's execution samples. A sample goes to the
-# first category, in this order, that one of its frames names. Only code that is called per row sits high in
+# first category, in this order (SAMPLE_CATEGORIES, INNER_CATEGORIES, LAST_CATEGORIES), that its frames name. Only code that is called per row sits high in
 # the list (a parser, a digest, a writer's column encoders); code that drives a task (Spark's shuffle writer
 # pulling rows, Delta's file writer, a window iterating its input) would claim the whole pipeline under it, so
 # it is named only by its own inner parts or sits low.
@@ -106,11 +106,31 @@ SAMPLE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("hash tables (joins, aggregates, distinct)", ("BytesToBytesMap", "HashedRelation", "UnsafeHashedRelation")),
     ("Arrow (Python workers' batches)", ("org.apache.arrow.", "ArrowWriter", "api.python.", "execution.python.")),
+    (
+        "in-memory cache (persist: column builders, stats, accessors)",
+        ("sql.execution.columnar.compression.", "ColumnStats", "ColumnBuilder", "ColumnAccessor"),
+    ),
+]
+# Helpers that also sit under the libraries above, or wrap every iterator (Scala's), are named only when they
+# are among a sample's innermost frames: the code running, not the code waiting on it.
+INNERMOST = 3
+INNER_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("hashing (Murmur3, xxHash64)", ("unsafe.hash.", "XXH64", "expressions.Murmur3", "expressions.XxHash64")),
+    (
+        "Scala sets and maps (isin, lookups)",
+        ("scala.collection.mutable.Hash", "scala.collection.immutable.Hash", "scala.runtime.BoxesRunTime"),
+    ),
+    ("string functions (UTF8String)", ("unsafe.types.UTF8String",)),
+    ("row encoding (UnsafeRow writers, copies)", ("UnsafeRowWriter", "UnsafeWriter", "BufferHolder", "UnsafeRow.")),
+]
+LAST_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("generated code (projections, filters, expressions)", ("GeneratedClass", "sql.catalyst.expressions.")),
     ("window", ("WindowExec", "WindowEvaluatorFactory", "WindowFunctionFrame", "ExternalAppendOnlyUnsafeRowArray")),
     ("Delta (other)", ("sql.delta.",)),
 ]
-EXECUTOR_THREAD = "Executor task launch worker"
+# Spark renames a pooled executor thread per task ("Executor task launch worker for task ...") and back when it
+# is idle; JFR keeps the name a thread had when a recording first saw it, so both names mean an executor thread.
+EXECUTOR_THREAD = "Executor task "
 STACK_DEPTH = "64"
 
 
@@ -122,9 +142,15 @@ def _java_tool(name: str) -> str:
 
 
 def categorize(frames: list[str]) -> str:
-    for category, patterns in SAMPLE_CATEGORIES:
-        if any(pattern in frame for frame in frames for pattern in patterns):
-            return category
+    """``frames`` innermost first."""
+    for categories, searched in (
+        (SAMPLE_CATEGORIES, frames),
+        (INNER_CATEGORIES, frames[:INNERMOST]),
+        (LAST_CATEGORIES, frames),
+    ):
+        for category, patterns in categories:
+            if any(pattern in frame for frame in searched for pattern in patterns):
+                return category
     return "other"
 
 
@@ -303,7 +329,7 @@ def main() -> None:
             "",
             'What the executor threads were doing (Java Flight Recorder\'s execution samples, "profile" settings, '
             "the same run): each sample goes to the first category one of its frames names, in the order of "
-            "`SAMPLE_CATEGORIES` in `bench/profile_builds.py` (code called per row first - a parser, a digest, "
+            "the category lists in `bench/profile_builds.py` (code called per row first - a parser, a digest, "
             "an encoder - so the code driving a task does not claim the pipeline under it).",
             "",
             markdown_table(samples, list(samples[0])),
