@@ -87,10 +87,10 @@ def read_event_log(path: Path) -> list[Job]:
 
 
 # What the JVM's executor threads were doing, from Java Flight Recorder's execution samples. A sample goes to the
-# first category, in this order (SAMPLE_CATEGORIES, INNER_CATEGORIES, LAST_CATEGORIES), that its frames name. Only code that is called per row sits high in
-# the list (a parser, a digest, a writer's column encoders); code that drives a task (Spark's shuffle writer
-# pulling rows, Delta's file writer, a window iterating its input) would claim the whole pipeline under it, so
-# it is named only by its own inner parts or sits low.
+# first category, in this order (SAMPLE_CATEGORIES, INNER_CATEGORIES, LAST_CATEGORIES), that its frames name.
+# Only code that is called per row sits high in the list (a parser, a digest, a writer's column encoders); code
+# that drives a task (Spark's shuffle writer pulling rows, Delta's file writer, a window iterating its input)
+# would claim the whole pipeline under it, so it is named only by its own inner parts or sits low.
 SAMPLE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("JSON (from_json, to_json, get_json_object)", ("com.fasterxml.jackson.", "sql.catalyst.json.")),
     ("SHA-256 (HMAC pseudonyms)", ("sun.security.provider.", "java.security.MessageDigest", "commons.codec.digest")),
