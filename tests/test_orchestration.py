@@ -360,7 +360,7 @@ def test_replay_trigger_and_medallion_backfill_run_on_the_scheduler(spark, dag_l
     a started stack; success seen through the REST API, gold checked."""
     import time
 
-    from pipelines.orchestration.stack import LocalStack
+    from pipelines.orchestration.stack import SQLITE_BUSY_TIMEOUT_S, LocalStack
 
     settings, truth = dag_lake
     settings = settings.model_copy(
@@ -377,6 +377,12 @@ def test_replay_trigger_and_medallion_backfill_run_on_the_scheduler(spark, dag_l
             )
             assert done.returncode == 0, done.stderr[-2000:]
             return done
+
+        # The CLI's writes wait for the scheduler's SQLite lock instead of failing after sqlite3's 5 s default.
+        probe = "from airflow import settings; from sqlalchemy import text; settings.configure_orm(); "
+        probe += "print(settings.engine.connect().execute(text('PRAGMA busy_timeout')).scalar())"
+        waited = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+        assert waited.stdout.split()[-1:] == [str(SQLITE_BUSY_TIMEOUT_S * 1000)], waited.stderr[-2000:]
 
         token = _api(f"{stack.url}/auth/token", body={"username": "admin", "password": stack.password()})
         token = token["access_token"]

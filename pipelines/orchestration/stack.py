@@ -35,6 +35,7 @@ AIRFLOW_PARTS = {
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
 USER = "admin"
+SQLITE_BUSY_TIMEOUT_S = 60
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
 
@@ -84,10 +85,15 @@ class LocalStack:
             secret_file.write_text(secrets.token_urlsafe(32))
             secret_file.chmod(0o600)
         venv_bin = str(Path(sys.executable).parent)
+        metadata_db = f"sqlite:///{self.home / 'airflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
         return {
             **os.environ,
             "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.home),
+            # SQLite lets one writer in at a time; its 5 s default wait was too short for the `airflow` CLI's writes
+            # (`backfill create`, `dags trigger`) while a busy scheduler on 2 cores held the lock ("database is
+            # locked"). Both of Airflow's engines (sync and aiosqlite) take the URL's timeout.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
             "AIRFLOW__CORE__DAGS_FOLDER": str(Path(self.settings.home) / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
