@@ -335,6 +335,9 @@ def main() -> None:
     memory = f"driver memory {driver_memory(load_settings(), args.driver_memory)}"
     if not args.driver_memory:
         memory += " (the local profile's)"
+    java_options = load_settings().spark.conf.get("spark.driver.extraJavaOptions")
+    if java_options:
+        memory += f", JVM options `{java_options}`"
     heading = section_heading("Silver + gold batch build vs DuckDB (issue 5)", args.validation)
     body = "\n".join(
         [

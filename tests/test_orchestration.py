@@ -191,6 +191,8 @@ def test_dags_load_with_owner_retries_tags_and_docs(airflow_env: dict[str, str])
     spark_tasks = [t for d in bag.dags.values() for t in d.tasks if type(t).__name__ == "LakehouseJobOperator"]
     assert spark_tasks and all(t._conn_id == "lakehouse_spark" for t in spark_tasks)
     assert all(t._driver_memory == "3g" for t in spark_tasks)  # the local profile's heap, on spark-submit's line
+    java_options = {t.conf["spark.driver.extraJavaOptions"] for t in spark_tasks}
+    assert java_options == {"-XX:G1HeapRegionSize=32m"}  # and its GC regions sized to Spark's memory pages
 
 
 @pytest.mark.integration

@@ -26,7 +26,10 @@ BAD_INPUT_EXIT = 2  # pipelines.cli: configuration or input error
 class LakehouseJobOperator(SparkSubmitOperator):
     """``python -m pipelines <command>`` as a Spark application (``command`` is templated and mappable)."""
 
-    def __init__(self, *, command: list[str], conn_id: str, **kwargs: Any) -> None:
+    def __init__(self, *, command: list[str], conn_id: str, java_options: str | None = None, **kwargs: Any) -> None:
+        """``java_options``: the driver JVM's ``spark.driver.extraJavaOptions`` (a DAG default from the profile)."""
+        if java_options:
+            kwargs["conf"] = {**(kwargs.get("conf") or {}), "spark.driver.extraJavaOptions": java_options}
         super().__init__(application=ENTRY, application_args=command, conn_id=conn_id, **kwargs)
 
     def execute(self, context: Any) -> None:

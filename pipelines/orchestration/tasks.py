@@ -38,9 +38,9 @@ def day_schedule(expression: str | None) -> Any:
 
 def default_args(settings: Settings) -> dict[str, Any]:
     """Owner, retries with exponential backoff and a timeout for every task (``orchestration`` in the settings),
-    and for the Spark tasks the profile's ``spark.driver.memory``: spark-submit starts the driver JVM before the
-    job builds its session, so the setting must be on spark-submit's command line (Airflow hands a default only
-    to the operators that take it)."""
+    and for the Spark tasks the profile's ``spark.driver.memory`` and ``spark.driver.extraJavaOptions``:
+    spark-submit starts the driver JVM before the job builds its session, so those settings must be on
+    spark-submit's command line (Airflow hands a default only to the operators that take it)."""
     config = settings.orchestration
     return {
         "owner": config.owner,
@@ -49,6 +49,7 @@ def default_args(settings: Settings) -> dict[str, Any]:
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(minutes=config.task_timeout_minutes),
         "driver_memory": settings.spark.conf.get("spark.driver.memory"),
+        "java_options": settings.spark.conf.get("spark.driver.extraJavaOptions"),  # LakehouseJobOperator's own
     }
 
 
