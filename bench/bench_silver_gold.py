@@ -332,10 +332,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows, peaks = run(tuple(args.events), args.workdir, args.driver_memory)
-    memory = f"driver memory {driver_memory(load_settings(), args.driver_memory)}"
+    profile = load_settings()
+    memory = f"driver memory {driver_memory(profile, args.driver_memory)}"
     if not args.driver_memory:
         memory += " (the local profile's)"
-    java_options = load_settings().spark.conf.get("spark.driver.extraJavaOptions")
+    java_options = profile.spark.conf.get("spark.driver.extraJavaOptions")
     if java_options:
         memory += f", JVM options `{java_options}`"
     heading = section_heading("Silver + gold batch build vs DuckDB (issue 5)", args.validation)
