@@ -369,6 +369,68 @@ def test_kill_between_the_events_and_quarantine_commits(isolated_settings: Setti
     )
 
 
+# The same fault one batch later: batch 1 directly follows a batch the process completed, so it is appended
+# without Delta's transaction id (pipelines.bronze.replay) - the replay has only the commits' batch names to go by.
+_KILL_IN_A_LATER_BATCH = """
+import os, signal, sys
+from pipelines import bronze
+from pipelines.cli import main
+
+original = bronze.BatchWriter._append
+
+def append_then_die(df, path, options):
+    original(df, path, options)
+    if path.endswith("/bronze/events") and options["userMetadata"].endswith(" batch 1"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+bronze.BatchWriter._append = staticmethod(append_then_die)
+sys.exit(main(["bronze", "run", "--once"]))
+"""
+
+
+def _batch_names(path: str) -> list[str]:
+    """The batch each commit of a table names, oldest first (commits without one are left out)."""
+    history = sorted(DeltaTable(path).history(), key=lambda commit: commit["version"])
+    names = [commit.get("userMetadata", "") for commit in history]
+    return [name.rsplit(" ", 1)[-1] for name in names if name.startswith("bronze ")]
+
+
+@pytest.mark.slow
+def test_kill_between_commits_of_a_batch_written_without_a_transaction_id(
+    isolated_settings: Settings, broker, tmp_path: Path
+) -> None:
+    """Batch 0 is written in full; batch 1's events are committed - with no Delta transaction id, only the
+    batch's name - when the process dies. The restart replays batch 1: bronze.events skips it, quarantine and
+    progress write it, and every message lands exactly once."""
+    settings = isolated_settings.model_copy(
+        update={"bronze": isolated_settings.bronze.model_copy(update={"max_offsets_per_trigger": 150})}
+    )
+    env = {**os.environ, "LAKEHOUSE_CONFIG": str(write_config(settings, tmp_path / "lakehouse.yaml"))}
+    lake = Lake(settings)
+    spec = GeneratorSpec(seed=23, tenants=2, users_per_tenant=30, days=2, malformed_rate=0.2)
+    messages, _ = publish(settings, broker.bootstrap_servers, spec)
+    assert len(messages) > 3 * 150, "needs several micro-batches"
+
+    killed = subprocess.run([sys.executable, "-c", _KILL_IN_A_LATER_BATCH], env=env, capture_output=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
+    query_id = json.loads(Path(lake.checkpoint(settings.bronze.query_name), "metadata").read_text())["id"]
+    assert _batch_names(lake.bronze_events) == ["0", "1"]
+    assert DeltaTable(lake.bronze_events).transaction_version(query_id) == 0, "batch 1 carries no transaction id"
+    assert _batch_names(lake.bronze_quarantine) == ["0"]
+    assert _batch_names(lake.bronze_progress) == ["0"]
+
+    final = subprocess.run(
+        [sys.executable, "-m", "pipelines", "bronze", "run", "--once"], env=env, capture_output=True, timeout=600
+    )
+    assert final.returncode == 0, final.stderr.decode()[-3000:]
+    assert _batch_names(lake.bronze_events)[:3] == ["0", "1", "2"], "the replay of batch 1 added nothing"
+    assert _batch_names(lake.bronze_quarantine)[:2] == ["0", "1"]
+    landed = Counter(coordinates(lake.bronze_events) + coordinates(lake.bronze_quarantine))
+    assert all(count == 1 for count in landed.values()), "no message twice"
+    assert sum(landed.values()) == len(messages), "no message lost"
+    assert values(lake.bronze_events) + values(lake.bronze_quarantine) == Counter(m.value for m in messages)
+
+
 @pytest.mark.slow
 def test_catch_up_runs_exit_zero_every_time(isolated_settings: Settings, broker, tmp_path: Path) -> None:
     """`bronze run --once` again and again against the same broker and lake: each run that did its work exits 0

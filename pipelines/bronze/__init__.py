@@ -11,10 +11,9 @@ Every message Kafka delivers ends up in exactly one of the two tables, once:
   (``current_timestamp()`` in a stream is the batch timestamp Spark records in its offset log), so a batch
   replayed after a crash routes every message exactly as the first attempt did and gets the same
   ``ingested_at``;
-* delta-spark then appends to bronze.events, bronze.quarantine and last ops.bronze_progress, each write
-  tagged with Delta's transaction id (``txnAppId`` = the streaming query id, ``txnVersion`` = batch id).
-  A batch Spark replays after a crash is skipped by the tables that already hold it, so a kill at any
-  point neither loses nor doubles rows.
+* delta-spark then appends to bronze.events, bronze.quarantine and last ops.bronze_progress, each commit
+  naming the streaming query and batch. A batch Spark replays after a crash is skipped by the tables that
+  already hold it (``replay``), so a kill at any point neither loses nor doubles rows.
 
 Duplicates are kept (bronze equals what Kafka delivered); silver deduplicates.
 
@@ -22,6 +21,7 @@ Modules:
 
 * ``parse``: executor side - validate and route the Kafka rows of a batch (``parse_batch``, ``TimestampLimits``).
 * ``ingest``: the micro-batch commit - ``BatchWriter`` (foreachBatch) and ``ensure_tables``.
+* ``replay``: whether a table already holds a batch Spark may be replaying (``ReplayCheck``).
 * ``stream``: the query's lifecycle - Kafka source options, ``start_bronze``, ``run_bronze``.
 * ``monitoring``: the lag listener (ops.bronze_lag), ``freshness`` and ``table_counts``.
 """

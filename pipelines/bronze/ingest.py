@@ -1,10 +1,10 @@
 """The micro-batch commit: one parse of each Kafka micro-batch, then idempotent appends to the bronze tables.
 
-``BatchWriter`` is the query's ``foreachBatch`` function. Each Delta append carries the streaming query id
-and batch id as its transaction id, so a batch Spark replays after a crash is skipped by the tables that
-already hold it: a kill between two commits neither loses nor doubles a row. ``ensure_tables`` creates the
-tables it writes (and ops.bronze_lag and ops.job_metrics, see ``pipelines.bronze.monitoring``) before the query
-starts.
+``BatchWriter`` is the query's ``foreachBatch`` function. Each Delta append names the streaming query and batch
+in its commit, so a batch Spark replays after a crash is skipped by the tables that already hold it
+(``pipelines.bronze.replay``): a kill between two commits neither loses nor doubles a row. ``ensure_tables``
+creates the tables it writes (and ops.bronze_lag and ops.job_metrics, see ``pipelines.bronze.monitoring``) before
+the query starts.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from pipelines.bronze.parse import PARSED_SCHEMA, ROUTE, ROUTE_EVENT, TimestampLimits, _spark_schema, make_parser
+from pipelines.bronze.replay import ReplayCheck, batch_marker
 from pipelines.config import Settings
 from pipelines.contracts.registry import SchemaRegistry
 from pipelines.platform.lake import Lake
@@ -42,9 +43,11 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
 class BatchWriter:
     """The foreachBatch function: one parse of the micro-batch, then three idempotent Delta appends.
 
-    Every write carries Delta's transaction id (``txnAppId`` = the streaming query id, ``txnVersion`` = the
-    batch id): when Spark replays a batch after a crash, each table that already committed it skips the
-    write, and the others write it - so a kill between two commits neither loses nor doubles a row. The
+    Every commit names its query and batch (``userMetadata``). A batch that directly follows one this writer
+    completed cannot be a replay and is appended as is; any other batch is checked table by table
+    (``ReplayCheck``) and written, where missing, with Delta's transaction id too (``txnAppId`` = the streaming
+    query id, ``txnVersion`` = the batch id) - so a kill between two commits neither loses nor doubles a row,
+    and the steady stream skips Delta's per-commit lookup of that id (see ``pipelines.bronze.replay``). The
     progress rows go last: a progress row means both data commits of its batch are in.
     """
 
@@ -62,6 +65,7 @@ class BatchWriter:
         self.limits = limits
         self.metrics = metrics
         self._query_id: str | None = None
+        self._completed: int | None = None  # the last batch this writer wrote in full, None after a failure
 
     def query_id(self, spark: SparkSession) -> str:
         """The query's id from its checkpoint (stable across restarts, new with a new checkpoint)."""
@@ -77,6 +81,8 @@ class BatchWriter:
         from pyspark.sql import functions as F
 
         spark = batch.sparkSession
+        may_be_replay = self._completed != batch_id - 1
+        self._completed = None
         parsed = batch.mapInArrow(make_parser(self.registry, self.limits), _spark_schema(PARSED_SCHEMA))
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # parsed once, read by three writes
         try:
@@ -97,19 +103,28 @@ class BatchWriter:
                 key=lambda row: (row["topic"], row["partition"]),
             )
             if not progress:
+                self._completed = batch_id
                 return
-            txn = {"txnAppId": self.query_id(spark), "txnVersion": str(batch_id)}
+            query_id = self.query_id(spark)
+            options = {"userMetadata": batch_marker(query_id, batch_id)}
+            replay = None
+            if may_be_replay:
+                options |= {"txnAppId": query_id, "txnVersion": str(batch_id)}
+                replay = ReplayCheck(spark, self.checkpoint, query_id, batch_id)
             # One file per table partition and batch: rows of a (tenant, day, type) arrive from every Kafka
             # partition, so without the shuffle each reading task wrote its own small file into each of them.
             # A table the batch has no rows for gets no commit (a replay finds nothing to add there either).
             if any(row["events"] for row in progress):
                 events = parsed.where(is_event).select(EVENTS.schema.names)
-                self._append(events.repartition(*EVENTS.partitioned_by), self.lake.bronze_events, txn)
+                self._write(events.repartition(*EVENTS.partitioned_by), self.lake.bronze_events, options, replay)
             if any(row["quarantined"] for row in progress):
                 quarantine = parsed.where(~is_event).select(QUARANTINE.schema.names)
-                self._append(quarantine.repartition(*QUARANTINE.partitioned_by), self.lake.bronze_quarantine, txn)
-            rows = [(txn["txnAppId"], batch_id, *row) for row in progress]
-            self._append(spark.createDataFrame(rows, _spark_schema(PROGRESS.schema)), self.lake.bronze_progress, txn)
+                quarantine = quarantine.repartition(*QUARANTINE.partitioned_by)
+                self._write(quarantine, self.lake.bronze_quarantine, options, replay)
+            rows = [(query_id, batch_id, *row) for row in progress]
+            progress_df = spark.createDataFrame(rows, _spark_schema(PROGRESS.schema))
+            self._write(progress_df, self.lake.bronze_progress, options, replay)
+            self._completed = batch_id
         finally:
             parsed.unpersist()
         if self.metrics is not None:
@@ -117,6 +132,10 @@ class BatchWriter:
         counted = sum(r["events"] + r["quarantined"] for r in progress)
         log.info("bronze batch %d: %d messages from %d partitions", batch_id, counted, len(progress))
 
+    def _write(self, df: DataFrame, path: str, options: dict[str, str], replay: ReplayCheck | None) -> None:
+        if replay is None or not replay.holds(path):
+            self._append(df, path, options)
+
     @staticmethod
-    def _append(df: DataFrame, path: str, txn: dict[str, str]) -> None:
-        df.write.format("delta").mode("append").options(**txn).save(path)
+    def _append(df: DataFrame, path: str, options: dict[str, str]) -> None:
+        df.write.format("delta").mode("append").options(**options).save(path)
