@@ -67,6 +67,31 @@ def test_registering_another_lake_repoints_the_name(spark, settings: Settings, t
     assert os.path.isdir(first), "re-pointing an external table never deletes its data"
 
 
+def test_stream_tables_checkpoint_every_100th_commit_also_when_created_before(
+    spark, settings: Settings, tmp_path: Path
+) -> None:
+    """The stream's tables get their checkpoint interval on creation, and a table created before the setting
+    existed gets it at the next start - schema, rows and partitioning untouched."""
+    from deltalake import DeltaTable
+
+    from pipelines.bronze import ensure_tables
+    from pipelines.bronze.ingest import EVENTS, STREAM_TABLE_PROPERTIES
+
+    isolated = settings.model_copy(update={"lake": settings.lake.model_copy(update={"root": str(tmp_path / "lake")})})
+    lake = Lake(isolated)
+    events = catalog.ensure_table(spark, isolated, "bronze", "events", EVENTS.schema, list(EVENTS.partitioned_by))
+    assert "delta.checkpointInterval" not in DeltaTable(events).metadata().configuration
+    ensure_tables(spark, isolated)
+    for path in (lake.bronze_events, lake.bronze_quarantine, lake.bronze_progress, lake.table("ops", "bronze_lag")):
+        table = DeltaTable(path)
+        assert table.metadata().configuration["delta.checkpointInterval"] == "100", path
+        assert table.metadata().configuration.items() >= STREAM_TABLE_PROPERTIES.items()
+    assert list(DeltaTable(events).metadata().partition_columns) == list(EVENTS.partitioned_by)
+    version = DeltaTable(events).version()
+    ensure_tables(spark, isolated)
+    assert DeltaTable(events).version() == version, "a table already set is not written again"
+
+
 def test_a_name_left_pointing_at_a_deleted_lake_is_repointed(spark, settings: Settings, tmp_path: Path) -> None:
     """A lake that was deleted (a test's temp folder, a moved project) must not break the next registration."""
     import shutil

@@ -20,6 +20,8 @@ from pipelines.platform.lake import Lake
 from pipelines.platform.registry import LAYERS, TABLES
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyspark.sql import SparkSession
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -123,12 +125,19 @@ def name_tables(spark: SparkSession, settings: Settings) -> list[str]:
 
 
 def ensure_table(
-    spark: SparkSession, settings: Settings, layer: str, name: str, schema: pa.Schema, partition_by: list[str]
+    spark: SparkSession,
+    settings: Settings,
+    layer: str,
+    name: str,
+    schema: pa.Schema,
+    partition_by: list[str],
+    properties: Mapping[str, str] | None = None,
 ) -> str:
-    """Create ``<layer>.<name>`` in the lake if missing (empty, with its schema and partitioning), register it,
-    and return its path. An existing table with another schema or partitioning is an error, not silently used:
-    a job deploying a new definition must not run against the old one unnoticed. The check reads the Delta log
-    with delta-rs (milliseconds, no Spark job), so a stream's start-up stays short."""
+    """Create ``<layer>.<name>`` in the lake if missing (empty, with its schema, partitioning and Delta table
+    ``properties``), register it, and return its path. An existing table with another schema or partitioning is
+    an error, not silently used: a job deploying a new definition must not run against the old one unnoticed;
+    properties that differ are set (one commit). The check reads the Delta log with delta-rs (milliseconds, no
+    Spark job), so a stream's start-up stays short."""
     from deltalake import DeltaTable, Schema
 
     lake = Lake(settings)
@@ -139,6 +148,8 @@ def ensure_table(
         from pyspark.sql.pandas.types import from_arrow_schema
 
         builder = SparkDeltaTable.createIfNotExists(spark).location(path).addColumns(from_arrow_schema(schema))
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
         builder.partitionedBy(*partition_by).execute()
     table = DeltaTable(path, storage_options=options)
 
@@ -153,5 +164,10 @@ def ensure_table(
         problems.append(f"partitioned by {table.metadata().partition_columns}")
     if problems:
         raise CatalogError(f"table {layer}.{name} at {path} exists with a different definition: " + "; ".join(problems))
+    configuration = table.metadata().configuration
+    changed = {key: value for key, value in (properties or {}).items() if configuration.get(key) != value}
+    if changed:
+        settings_sql = ", ".join(f"'{key}' = '{value}'" for key, value in changed.items())
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({settings_sql})")
     register(spark, settings, layer, name, path)
     return path
