@@ -2,7 +2,8 @@
 
 One run, on its own embedded Apache Kafka broker, metastore database and Spark ``local[2]`` (all stopped by
 PID at the end), with the configured topics and the real bronze query (``pipelines.bronze.start_bronze``:
-Spark's Kafka source, parse + validate + route in ``mapInArrow``, three delta-spark commits per batch):
+Spark's Kafka source, parse + validate + route in ``mapInArrow``, three delta-spark commits per batch; beside
+it, as in ``bronze run``, the lag rows appended every ``LAG_FLUSH_SECONDS``):
 
 1. backlog: N generated messages are published, then read once by a plain confluent-kafka consumer (the
    ceiling for any reader; same backlog, same run);
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import queue
 import shutil
 import statistics
 import sys
@@ -173,7 +175,23 @@ class DeltaLogTail:
         return stamps
 
 
-def _wait_landed(tails: list[DeltaLogTail], expected: int, query: Any, timeout_s: float = 3600) -> int:
+class _LagFlusher:
+    """What ``run_bronze``'s loop does beside the query: append the queued lag rows every LAG_FLUSH_SECONDS."""
+
+    def __init__(self, spark: Any, recorder: Any) -> None:
+        self.spark, self.recorder, self.next_flush = spark, recorder, 0.0
+
+    def __call__(self) -> None:
+        from pipelines.bronze.stream import LAG_FLUSH_SECONDS
+
+        if time.monotonic() >= self.next_flush:
+            self.recorder.flush(self.spark)
+            self.next_flush = time.monotonic() + LAG_FLUSH_SECONDS
+
+
+def _wait_landed(
+    tails: list[DeltaLogTail], expected: int, query: Any, flush: _LagFlusher, timeout_s: float = 3600
+) -> int:
     """Poll the tables' logs until they hold ``expected`` rows; returns the timestamp (ms) of the commit that
     completed them."""
     deadline = time.monotonic() + timeout_s
@@ -184,6 +202,7 @@ def _wait_landed(tails: list[DeltaLogTail], expected: int, query: Any, timeout_s
             return max(t.commits[-1].timestamp_ms for t in tails if t.commits)
         if not query.isActive:
             raise RuntimeError(f"the bronze query stopped: {query.exception()}")
+        flush()
         time.sleep(0.1)
     raise TimeoutError(f"bronze did not reach {expected} rows in {timeout_s:.0f}s")
 
@@ -257,8 +276,9 @@ def run(
                 events, quarantine = DeltaLogTail(lake.bronze_events), DeltaLogTail(lake.bronze_quarantine)
                 started_ms = time.time() * 1000
                 query, recorder = start_bronze(spark, settings, bootstrap)
+                flush = _LagFlusher(spark, recorder)
                 try:
-                    drained_ms = _wait_landed([events, quarantine], len(backlog), query)
+                    drained_ms = _wait_landed([events, quarantine], len(backlog), query, flush)
                     phases["bronze drain"] = (drained_ms - started_ms) / 1000
                     _wait_idle(query)
                     # read once idle: a batch's progress report comes after its commits, so a read right after
@@ -273,7 +293,14 @@ def run(
                     )
                     publisher.start()
                     try:
-                        published = results.get(timeout=seconds * 5 + 600)
+                        deadline = time.monotonic() + seconds * 5 + 600
+                        while True:
+                            with contextlib.suppress(queue.Empty):
+                                published = results.get(timeout=0.5)
+                                break
+                            if time.monotonic() > deadline:
+                                raise TimeoutError(f"the steady publisher sent nothing back in {seconds * 5 + 600} s")
+                            flush()
                     finally:
                         publisher.join(timeout=60)
                         if publisher.is_alive():
@@ -281,7 +308,7 @@ def run(
                             publisher.join()
                     if publisher.exitcode != 0:
                         raise RuntimeError(f"the steady publisher (PID {publisher.pid}) exited {publisher.exitcode}")
-                    _wait_landed([events, quarantine], len(backlog) + published["messages"], query)
+                    _wait_landed([events, quarantine], len(backlog) + published["messages"], query, flush)
                     phases["latency phase (generate + publish + land)"] = time.monotonic() - clock
                     with contextlib.suppress(TimeoutError):
                         _wait_idle(query, timeout_s=60)  # stop between batches, not inside one

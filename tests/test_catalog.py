@@ -82,7 +82,12 @@ def test_stream_tables_checkpoint_every_100th_commit_also_when_created_before(
     events = catalog.ensure_table(spark, isolated, "bronze", "events", EVENTS.schema, list(EVENTS.partitioned_by))
     assert "delta.checkpointInterval" not in DeltaTable(events).metadata().configuration
     ensure_tables(spark, isolated)
-    for path in (lake.bronze_events, lake.bronze_quarantine, lake.bronze_progress, lake.table("ops", "bronze_lag")):
+    for path in (
+        lake.bronze_events,
+        lake.bronze_quarantine,
+        lake.bronze_progress,
+        *(lake.table("ops", name) for name in ("bronze_lag", "job_metrics")),
+    ):
         table = DeltaTable(path)
         assert table.metadata().configuration["delta.checkpointInterval"] == "100", path
         assert table.metadata().configuration.items() >= STREAM_TABLE_PROPERTIES.items()

@@ -33,7 +33,7 @@ JOB_METRICS = table("ops", "job_metrics")
 
 
 # Delta writes a checkpoint of a table's whole state every 10th commit by default (checkpointInterval). The
-# stream commits to these tables every micro-batch, all in step, so every 10th batch paid for three or four
+# stream commits to these tables every micro-batch, all in step, so every 10th batch paid for up to five
 # checkpoints at once: 8.4-8.7 s batches against a median of 3.5 s on the 2-CPU bench, growing with the files.
 # Every 100th commit keeps readers' log replay short (at most 99 small JSON commits after the checkpoint).
 STREAM_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
@@ -44,8 +44,9 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
     from pipelines.platform.catalog import ensure_table
 
     for spec in (EVENTS, QUARANTINE, PROGRESS, LAG, JOB_METRICS):
-        properties = STREAM_TABLE_PROPERTIES if spec is not JOB_METRICS else None
-        ensure_table(spark, settings, spec.layer, spec.name, spec.schema, list(spec.partitioned_by), properties)
+        ensure_table(
+            spark, settings, spec.layer, spec.name, spec.schema, list(spec.partitioned_by), STREAM_TABLE_PROPERTIES
+        )
 
 
 class BatchWriter:
