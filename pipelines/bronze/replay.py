@@ -12,8 +12,9 @@ restart re-runs at most the last batch whose offsets it wrote. So ``BatchWriter`
 * checks any other batch (the first of a run, or one after a failed attempt) with ``ReplayCheck``, table by
   table, and writes what is missing with Delta's transaction id as well, which checks a second time.
 
-``ReplayCheck`` reads the table's history back from the newest commit. The first commit this query made
-decides: it is this batch (held) or an earlier one (not held - the batch's commits would be newer). A commit
+``ReplayCheck`` reads the table's history back from the newest commit. The first of this query's commits
+it meets (the query's newest) decides: it is this batch (held) or an earlier one (not held - the batch's commits
+would be newer). A commit
 older than the batch's own time also decides (not held): the batch's first attempt began at that time, taken
 from Spark's offset log, so it cannot have committed before. The margin absorbs clock skew between the
 driver and the storage's file times.
