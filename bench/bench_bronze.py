@@ -3,7 +3,7 @@
 One run, on its own embedded Apache Kafka broker, metastore database and Spark ``local[2]`` (all stopped by
 PID at the end), with the configured topics and the real bronze query (``pipelines.bronze.start_bronze``:
 Spark's Kafka source, parse + validate + route in ``mapInArrow``, three delta-spark commits per batch; beside
-it, as in ``bronze run``, the lag rows appended every ``LAG_FLUSH_SECONDS``):
+it, as in ``bronze run``, the lag rows appended at most every ``LAG_FLUSH_SECONDS``):
 
 1. backlog: N generated messages are published, then read once by a plain confluent-kafka consumer (the
    ceiling for any reader; same backlog, same run);
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import multiprocessing
 import queue
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -175,22 +177,8 @@ class DeltaLogTail:
         return stamps
 
 
-class _LagFlusher:
-    """What ``run_bronze``'s loop does beside the query: append the queued lag rows every LAG_FLUSH_SECONDS."""
-
-    def __init__(self, spark: Any, recorder: Any) -> None:
-        self.spark, self.recorder, self.next_flush = spark, recorder, 0.0
-
-    def __call__(self) -> None:
-        from pipelines.bronze.stream import LAG_FLUSH_SECONDS
-
-        if time.monotonic() >= self.next_flush:
-            self.recorder.flush(self.spark)
-            self.next_flush = time.monotonic() + LAG_FLUSH_SECONDS
-
-
 def _wait_landed(
-    tails: list[DeltaLogTail], expected: int, query: Any, flush: _LagFlusher, timeout_s: float = 3600
+    tails: list[DeltaLogTail], expected: int, query: Any, flush: Callable[[], None], timeout_s: float = 3600
 ) -> int:
     """Poll the tables' logs until they hold ``expected`` rows; returns the timestamp (ms) of the commit that
     completed them."""
@@ -276,7 +264,7 @@ def run(
                 events, quarantine = DeltaLogTail(lake.bronze_events), DeltaLogTail(lake.bronze_quarantine)
                 started_ms = time.time() * 1000
                 query, recorder = start_bronze(spark, settings, bootstrap)
-                flush = _LagFlusher(spark, recorder)
+                flush = functools.partial(recorder.flush_when_due, spark)  # what run_bronze's loop does
                 try:
                     drained_ms = _wait_landed([events, quarantine], len(backlog), query, flush)
                     phases["bronze drain"] = (drained_ms - started_ms) / 1000

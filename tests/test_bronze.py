@@ -67,6 +67,37 @@ def values(path: str) -> Counter:
     return Counter(DeltaTable(path).to_pyarrow_table(columns=["raw_value"]).column("raw_value").to_pylist())
 
 
+def test_lag_rows_are_appended_at_most_every_flush_interval(spark, isolated_settings: Settings) -> None:
+    """The thread running the query appends the queued lag rows when due, not after every report: two commits
+    per micro-batch otherwise ran on the CPUs the batches need."""
+    from types import SimpleNamespace
+
+    from pipelines.bronze.monitoring import LAG_FLUSH_SECONDS, LagRecorder
+
+    recorder = LagRecorder(isolated_settings)
+    recorder.query_id = "q"
+
+    def report(batch_id: int) -> None:
+        source = SimpleNamespace(endOffset='{"t": {"0": 40}}', latestOffset='{"t": {"0": 50}}')
+        recorder.onQueryProgress(
+            SimpleNamespace(progress=SimpleNamespace(id="q", batchId=batch_id, sources=[source], numInputRows=0))
+        )
+
+    def batches() -> list[int]:
+        table = DeltaTable(Lake(isolated_settings).table("ops", "bronze_lag"))
+        return sorted(table.to_pyarrow_table(columns=["batch_id"]).column("batch_id").to_pylist())
+
+    report(1)
+    recorder.flush_when_due(spark)
+    assert batches() == [1]
+    report(2)
+    recorder.flush_when_due(spark)  # too soon: kept queued
+    assert batches() == [1]
+    time.sleep(LAG_FLUSH_SECONDS)
+    recorder.flush_when_due(spark)
+    assert batches() == [1, 2]
+
+
 def test_every_message_lands_once_with_reasons(spark, isolated_settings: Settings, broker) -> None:
     spec = GeneratorSpec(seed=11, tenants=2, users_per_tenant=40, days=2, malformed_rate=0.05, duplicate_rate=0.05)
     messages, truth = publish(isolated_settings, broker.bootstrap_servers, spec)

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql.streaming import StreamingQueryListener
@@ -25,6 +26,11 @@ from pipelines.platform.registry import JOB_METRICS_SCHEMA, LAG_SCHEMA
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+# The lag rows of the progress reports are appended (ops.bronze_lag, ops.job_metrics: two commits) at most this
+# often. Flushed after every report, a stream that is never idle paid those commits on every micro-batch, on
+# the CPUs its batches need; lag is advisory, and a freshness rule's limit is minutes. Stopping flushes the rest.
+LAG_FLUSH_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class LagRecorder(StreamingQueryListener):
         self.reported = False  # a progress report (not only idle triggers) arrived
         self.catch_up_started = catch_up_started  # a catch-up (AvailableNow) run: when it started
         self._closed = False
+        self._next_flush = 0.0  # time.monotonic() from which flush_when_due writes again
         self._terminated = threading.Event()
 
     def detach(self, spark: SparkSession, timeout_s: float = 5.0, error: str | None = None) -> None:
@@ -89,6 +96,12 @@ class LagRecorder(StreamingQueryListener):
                 except Exception:
                     log.exception("could not record the bronze stream's %s", path.rsplit("/", 1)[-1])
         return len(rows)
+
+    def flush_when_due(self, spark: SparkSession) -> None:
+        """``flush`` at most every ``LAG_FLUSH_SECONDS``: what the thread running the query calls while it waits."""
+        if time.monotonic() >= self._next_flush:
+            self.flush(spark)
+            self._next_flush = time.monotonic() + LAG_FLUSH_SECONDS
 
     def onQueryStarted(self, event: Any) -> None:
         """Learn the query's id from its start event: Spark delivers it before any report, while ``start()``

@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import signal
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from pipelines.bronze.ingest import BatchWriter, ensure_tables
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger(__name__)
-
-# The lag rows of the progress reports are appended (ops.bronze_lag, ops.job_metrics: two commits) at most this
-# often. Flushed after every report, a stream that is never idle paid those commits on every micro-batch, on
-# the CPUs its batches need; lag is advisory, and a freshness rule's limit is minutes. Stopping flushes the rest.
-LAG_FLUSH_SECONDS = 5.0
 
 
 def kafka_options(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
@@ -110,13 +104,10 @@ def run_bronze(spark: SparkSession, settings: Settings, bootstrap_servers: str, 
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     error: str | None = "interrupted"
-    next_flush = 0.0
     try:
         while query.isActive and not stop_requested.is_set():
             query.awaitTermination(0.5)
-            if time.monotonic() >= next_flush:
-                recorder.flush(spark)
-                next_flush = time.monotonic() + LAG_FLUSH_SECONDS
+            recorder.flush_when_due(spark)
         if query.isActive:
             query.stop()
         failure = query.exception()
