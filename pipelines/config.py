@@ -150,6 +150,21 @@ class PiiConfig(_Strict):
     hmac_key_env: str = "LAKEHOUSE_PII_HMAC_KEY"
 
 
+# Consumer settings Spark's Kafka source manages itself (it rejects some) or that come from the kafka: section.
+_SOURCE_MANAGED_CONSUMER_SETTINGS = frozenset(
+    {
+        "bootstrap.servers",
+        "security.protocol",
+        "group.id",
+        "auto.offset.reset",
+        "key.deserializer",
+        "value.deserializer",
+        "enable.auto.commit",
+        "interceptor.classes",
+    }
+)
+
+
 class BronzeConfig(_Strict):
     query_name: str = "bronze"
     trigger_interval: str = "10 seconds"  # continuous mode: Spark processingTime trigger
@@ -159,6 +174,17 @@ class BronzeConfig(_Strict):
     max_future_skew_minutes: int = Field(default=60, ge=0)  # occurred_at this far ahead of ingest -> quarantine
     # `bronze vacuum`: keep files a version of the last N hours needs (None: the table's own retention, 7 days)
     vacuum_retention_hours: int | None = Field(default=None, ge=0)
+    # Java Kafka consumer settings for Spark's Kafka source (`kafka.<name>`), over pipelines.bronze.stream's
+    # CONSUMER_DEFAULTS; the broker address and security settings are not set here (kafka:).
+    consumer: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("consumer")
+    @classmethod
+    def _consumer_settings_only(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(k for k in value if k in _SOURCE_MANAGED_CONSUMER_SETTINGS or k.startswith(("ssl.", "sasl.")))
+        if reserved:
+            raise ValueError(f"{reserved} are set from the kafka: section or by Spark's Kafka source, not here")
+        return value
 
 
 class SilverConfig(_Strict):

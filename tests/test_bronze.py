@@ -25,7 +25,8 @@ from deltalake import DeltaTable
 
 from pipelines.bronze import freshness, lag_rows, run_bronze, start_bronze, table_counts
 from pipelines.bronze.parse import _json_or_none
-from pipelines.config import Settings
+from pipelines.bronze.stream import CONSUMER_DEFAULTS, kafka_options
+from pipelines.config import ConfigError, Settings, load_settings
 from pipelines.contracts.events import encode_event, message_headers, message_key
 from pipelines.kafka.producer import EventProducer
 from pipelines.platform.lake import Lake
@@ -43,6 +44,18 @@ def test_sub_documents_are_compact_sorted_json_of_the_same_values() -> None:
     assert _json_or_none({"s": "\ud800"}, b"{}") == '{"s":"\ud800"}'  # lone surrogate: json.dumps' escape
     assert _json_or_none({"n": float("nan")}, b'{"n": NaN}') == '{"n":NaN}'  # not silently null
     assert _json_or_none(None, b"{}") is None
+
+
+def test_source_consumers_take_the_defaults_then_the_profile() -> None:
+    options = kafka_options(load_settings("local", environ={}), "127.0.0.1:9092")
+    assert options["kafka.fetch.max.wait.ms"] == CONSUMER_DEFAULTS["fetch.max.wait.ms"] == "50"
+    assert options["kafka.max.poll.records"] == "10000"
+    tuned = load_settings("local", environ={"LAKEHOUSE__BRONZE__CONSUMER": '{"fetch.max.wait.ms": "200"}'})
+    options = kafka_options(tuned, "127.0.0.1:9092")
+    assert options["kafka.fetch.max.wait.ms"] == "200" and options["kafka.max.poll.records"] == "10000"
+    assert options["kafka.bootstrap.servers"] == "127.0.0.1:9092"
+    with pytest.raises(ConfigError, match=r"bronze\.consumer.*'group\.id'.*not here"):
+        load_settings("local", environ={"LAKEHOUSE__BRONZE__CONSUMER": '{"group.id": "mine"}'})
 
 
 def test_lag_rows_read_offsets_and_tolerate_sources_without_them() -> None:

@@ -28,11 +28,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Settings of the Java consumers inside Spark's Kafka source (one per Kafka partition, kept across micro-batches),
+# measured with its per-task log (KafkaDataConsumer, INFO) on the 2-CPU bench:
+# - fetch.max.wait.ms: every micro-batch seeks the kept consumer, whose read-ahead fetch past the partition's end
+#   is still held by the broker for up to this long (500 ms by default) when no new message came; only then does
+#   the batch's fetch go out. A partition that got few or no messages cost its task 0.46-0.52 s per batch (the
+#   two system.events partitions: 0.5 s of every batch on 2 cores); at 50 ms, 0.06-0.09 s.
+# - max.poll.records, max.partition.fetch.bytes: Spark asks the broker for the partition's offset range after
+#   every poll, and a poll returned 500 records (the default): 50 polls for a 23,000-message backlog task. At
+#   10,000 records and 8 MiB per fetch, 3 polls. The fetch buffer of each consumer grows to 8 MiB at most.
+CONSUMER_DEFAULTS = {
+    "fetch.max.wait.ms": "50",
+    "max.poll.records": "10000",
+    "max.partition.fetch.bytes": str(8 * 2**20),
+}
+
+
 def kafka_options(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
     """Spark Kafka source options for every configured domain topic, from the earliest offset.
 
-    Security settings in the profile use librdkafka's names (the producer is confluent-kafka); the JVM
-    client gets the equivalent Java settings (``pipelines.kafka.security.java_client_settings``).
+    Consumer settings: ``CONSUMER_DEFAULTS`` under the profile's ``bronze.consumer``. Security settings in the
+    profile use librdkafka's names (the producer is confluent-kafka); the JVM client gets the equivalent Java
+    settings (``pipelines.kafka.security.java_client_settings``).
     """
     from pipelines.kafka.security import java_client_settings
 
@@ -44,6 +61,8 @@ def kafka_options(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
         "maxOffsetsPerTrigger": str(settings.bronze.max_offsets_per_trigger),
         "includeHeaders": "true",
     }
+    for key, value in (CONSUMER_DEFAULTS | settings.bronze.consumer).items():
+        options[f"kafka.{key}"] = value
     for key, value in java_client_settings(settings.kafka.client_settings()).items():
         options[f"kafka.{key}"] = value
     return options
