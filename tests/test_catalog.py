@@ -97,6 +97,47 @@ def test_stream_tables_checkpoint_every_100th_commit_also_when_created_before(
     assert DeltaTable(events).version() == version, "a table already set is not written again"
 
 
+def test_bronze_files_carry_no_dictionary_for_columns_of_unique_values(
+    spark, settings: Settings, tmp_path: Path
+) -> None:
+    """Written through the table's properties: raw_value, properties and context are plain-encoded, columns of
+    few values keep their dictionaries, and the rows read back unchanged."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    from pipelines.bronze import ensure_tables
+    from pipelines.bronze.ingest import NO_DICTIONARY_PROPERTIES
+    from pipelines.synthetic.bronze import bronze_row, bronze_table, write_bronze
+
+    isolated = settings.model_copy(update={"lake": settings.lake.model_copy(update={"root": str(tmp_path / "lake")})})
+    lake = Lake(isolated)
+    ensure_tables(spark, isolated)
+    for path in (lake.bronze_events, lake.bronze_quarantine):
+        assert DeltaTable(path).metadata().configuration.items() >= NO_DICTIONARY_PROPERTIES.items(), path
+    event = {
+        "event_id": "e",
+        "event_type": "page_view",
+        "version": 1,
+        "occurred_at": "2026-11-02T10:00:00Z",
+        "tenant_id": "acme",
+        "properties": {"path": "/"},
+    }
+    rows = [bronze_row({**event, "event_id": f"e{index}"}, "2026-11-02T10:00:05Z", offset=index) for index in range(50)]
+    write_bronze(spark, lake.bronze_events, bronze_table(rows))
+    files = [os.path.join(lake.bronze_events, add) for add in DeltaTable(lake.bronze_events).file_uris()]
+    assert files
+    for file in files:
+        metadata = pq.ParquetFile(file).metadata
+        names = [metadata.schema.column(index).name for index in range(metadata.num_columns)]
+        chunks = {name: metadata.row_group(0).column(index) for index, name in enumerate(names)}
+        for name in ("raw_value", "properties", "event_id"):
+            assert not chunks[name].has_dictionary_page, (name, file)
+        assert chunks["topic"].has_dictionary_page, "other columns keep their dictionaries"
+    assert sorted(r.event_id for r in spark.read.format("delta").load(lake.bronze_events).collect()) == sorted(
+        row["event_id"] for row in rows
+    )
+
+
 def test_a_name_left_pointing_at_a_deleted_lake_is_repointed(spark, settings: Settings, tmp_path: Path) -> None:
     """A lake that was deleted (a test's temp folder, a moved project) must not break the next registration."""
     import shutil
