@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 # measured with its per-task log (KafkaDataConsumer, INFO) on the 2-CPU bench:
 # - fetch.max.wait.ms: every micro-batch seeks the kept consumer, whose read-ahead fetch past the partition's end
 #   is still held by the broker for up to this long (500 ms by default) when no new message came; only then does
-#   the batch's fetch go out. A partition that got few or no messages cost its task 0.46-0.52 s per batch (the
-#   two system.events partitions: 0.5 s of every batch on 2 cores); at 50 ms, 0.06-0.09 s.
+#   the batch's fetch go out. A partition that got few or no messages held its task 0.46-0.52 s per batch, waiting
+#   (the two system.events partitions, every batch); at 50 ms, 0.06-0.09 s.
 # - max.poll.records, max.partition.fetch.bytes: Spark asks the broker for the partition's offset range after
 #   every poll, and a poll returned 500 records (the default): 50 polls for a 23,000-message backlog task. At
 #   10,000 records and 8 MiB per fetch, 3 polls. The fetch buffer of each consumer grows to 8 MiB at most.
