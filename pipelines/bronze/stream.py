@@ -61,9 +61,8 @@ def kafka_options(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
         "maxOffsetsPerTrigger": str(settings.bronze.max_offsets_per_trigger),
         "includeHeaders": "true",
     }
-    for key, value in (CONSUMER_DEFAULTS | settings.bronze.consumer).items():
-        options[f"kafka.{key}"] = value
-    for key, value in java_client_settings(settings.kafka.client_settings()).items():
+    consumer = CONSUMER_DEFAULTS | settings.bronze.consumer | java_client_settings(settings.kafka.client_settings())
+    for key, value in consumer.items():
         options[f"kafka.{key}"] = value
     return options
 
