@@ -46,6 +46,29 @@ def test_sub_documents_are_compact_sorted_json_of_the_same_values() -> None:
     assert _json_or_none(None, b"{}") is None
 
 
+def test_python_workers_freeze_their_heap_at_the_first_parse(spark, settings: Settings) -> None:
+    """A worker that has parsed holds its long-lived objects (modules, classes, the registry's schemas) in the
+    frozen generation, which the full collection PySpark's reused workers run after every task skips."""
+    import gc
+
+    import pyarrow as pa
+
+    from pipelines.bronze.parse import TimestampLimits, make_parser
+    from pipelines.contracts.registry import SchemaRegistry
+
+    parser = make_parser(SchemaRegistry.load(settings.schemas.dir), TimestampLimits.from_settings(settings))
+
+    def probe(batches):
+        for _ in batches:
+            pass
+        for _ in parser(iter(())):
+            pass
+        yield pa.RecordBatch.from_pylist([{"frozen": gc.get_freeze_count()}])
+
+    (row,) = spark.range(1, numPartitions=1).mapInArrow(probe, "frozen long").collect()
+    assert row.frozen > 10_000, "the worker's imports are frozen"
+
+
 def test_source_consumers_take_the_defaults_then_the_profile() -> None:
     options = kafka_options(load_settings("local", environ={}), "127.0.0.1:9092")
     assert options["kafka.fetch.max.wait.ms"] == CONSUMER_DEFAULTS["fetch.max.wait.ms"] == "50"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -136,6 +137,49 @@ def test_bronze_files_carry_no_dictionary_for_columns_of_unique_values(
     assert sorted(r.event_id for r in spark.read.format("delta").load(lake.bronze_events).collect()) == sorted(
         row["event_id"] for row in rows
     )
+
+
+def test_bronze_events_files_keep_statistics_only_for_filtered_columns(
+    spark, settings: Settings, tmp_path: Path
+) -> None:
+    """Every file's statistics in the Delta log name the columns readers filter on (ingest time, Kafka
+    coordinates, person ids) and none of the documents or random ids; a filter on ingested_at still skips files."""
+    from pipelines.bronze import ensure_tables
+    from pipelines.bronze.ingest import FILTERED_EVENT_COLUMNS
+    from pipelines.synthetic.bronze import bronze_row, bronze_table, write_bronze
+
+    isolated = settings.model_copy(update={"lake": settings.lake.model_copy(update={"root": str(tmp_path / "lake")})})
+    lake = Lake(isolated)
+    ensure_tables(spark, isolated)
+    event = {
+        "event_type": "page_view",
+        "version": 1,
+        "occurred_at": "2026-11-02T10:00:00Z",
+        "tenant_id": "acme",
+        "user_id": "u1",
+        "properties": {"path": "/"},
+    }
+    for batch, ingested in enumerate(("2026-11-02T10:00:05Z", "2026-11-02T11:00:05Z")):
+        rows = [bronze_row({**event, "event_id": f"e{batch}-{i}"}, ingested, offset=10 * batch + i) for i in range(10)]
+        write_bronze(spark, lake.bronze_events, bronze_table(rows))
+    statistics = [
+        json.loads(action["add"]["stats"])
+        for commit in sorted(Path(lake.bronze_events, "_delta_log").glob("*.json"))
+        for action in map(json.loads, commit.read_text().splitlines())
+        if "add" in action
+    ]
+    assert len(statistics) == 2
+    for stats in statistics:
+        assert stats["numRecords"] == 10
+        assert set(stats["minValues"]) == set(FILTERED_EVENT_COLUMNS) - {"anonymous_id"}, (
+            "statistics of the filtered columns only (anonymous_id, all null here, has no min)"
+        )
+        assert set(stats["nullCount"]) == set(FILTERED_EVENT_COLUMNS)
+    table = spark.read.format("delta").load(lake.bronze_events)
+    later = table.where("ingested_at > TIMESTAMP '2026-11-02 10:30:00'")
+    assert len(table.inputFiles()) == 2
+    assert len(later.inputFiles()) == 1, "the earlier file is skipped by its ingested_at range"
+    assert later.count() == 10
 
 
 def test_a_name_left_pointing_at_a_deleted_lake_is_repointed(spark, settings: Settings, tmp_path: Path) -> None:

@@ -44,6 +44,23 @@ STREAM_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
 # configuration to the Parquet writer of each write to it, so compaction's rewrites follow it too.
 UNIQUE_VALUE_COLUMNS = ("raw_value", "properties", "context", "event_id", "trace_id")
 NO_DICTIONARY_PROPERTIES = {f"parquet.enable.dictionary#{column}": "false" for column in UNIQUE_VALUE_COLUMNS}
+# Delta keeps min/max/null-count statistics of the first 32 columns of every file it writes - for bronze.events every
+# column, the JSON documents and random ids (event, session, trace) included, whose ranges span nearly every value so
+# no reader can skip a file by them. Statistics are kept for what readers filter on besides the partition columns:
+# ingest and event times (silver's late-data lookback), Kafka coordinates, the person ids (erasure). A 195,083-row
+# append measured alone: 2.53 s against 2.77 s (median of 5). Files written earlier keep the statistics they have.
+FILTERED_EVENT_COLUMNS = (
+    "ingested_at",
+    "occurred_at",
+    "kafka_timestamp",
+    "topic",
+    "partition",
+    "offset",
+    "user_id",
+    "anonymous_id",
+    "version",
+)
+EVENT_STATISTICS_PROPERTIES = {"delta.dataSkippingStatsColumns": ",".join(FILTERED_EVENT_COLUMNS)}
 
 
 def ensure_tables(spark: SparkSession, settings: Settings) -> None:
@@ -54,6 +71,8 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
         properties = STREAM_TABLE_PROPERTIES
         if spec in (EVENTS, QUARANTINE):
             properties = STREAM_TABLE_PROPERTIES | NO_DICTIONARY_PROPERTIES
+        if spec == EVENTS:
+            properties = properties | EVENT_STATISTICS_PROPERTIES
         ensure_table(spark, settings, spec.layer, spec.name, spec.schema, list(spec.partitioned_by), properties)
 
 
