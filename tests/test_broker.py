@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic, OffsetSp
 from pipelines.config import load_settings
 from pipelines.kafka.broker import BrokerError, BrokerHandle, EmbeddedBroker, wait_until_healthy
 from pipelines.kafka.topics import ensure_topics, resolve_bootstrap_servers
-from pipelines.platform.processes import free_port
+from pipelines.platform.processes import free_port, pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -228,6 +228,36 @@ def test_broker_exiting_at_start_fails_fast_with_its_log(tmp_path: Path) -> None
     assert time.monotonic() - started < 45, "a dead broker is noticed at once, not at the timeout"
     assert broker.running() is None and not (state / "broker.json").exists()
     assert _our_kafka_processes(state) == []
+
+
+def test_a_start_interrupted_while_waiting_leaves_no_broker(tmp_path: Path) -> None:
+    """Ctrl-C while the JVM is still starting: the command that started it stops it (by its recorded PID)."""
+    state = tmp_path / "state"
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pipelines.kafka.broker import EmbeddedBroker; EmbeddedBroker(sys.argv[1]).start()",
+            str(state),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (state / "broker.json").exists() and starter.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (state / "broker.json").exists(), "the broker's JVM was launched and recorded"
+        pid = json.loads((state / "broker.json").read_text())["pid"]
+        starter.send_signal(signal.SIGINT)
+        _, stderr = starter.communicate(timeout=60)
+        assert starter.returncode != 0 and b"KeyboardInterrupt" in stderr
+        assert EmbeddedBroker(state).running() is None and not (state / "broker.json").exists()
+        assert not pid_alive(pid), "the half-started broker JVM is stopped"
+        assert _our_kafka_processes(state) == []
+    finally:
+        starter.kill()
+        starter.wait()
+        EmbeddedBroker(state).stop()  # only if a failed assertion left it recorded and running
 
 
 def test_external_profile_starts_nothing(tmp_path: Path) -> None:

@@ -449,6 +449,11 @@ class EmbeddedBroker:
                     raise BrokerError(
                         f"embedded Kafka broker did not become healthy ({exc}); log tail:\n{tail}"
                     ) from None
+                except BaseException:
+                    # interrupted while waiting (Ctrl-C, SIGTERM turned into an exception): the caller never gets the
+                    # handle, so nothing it runs on the way out would stop this JVM - stop it here
+                    self._stop_recorded(timeout_s=20.0)
+                    raise
         raise AssertionError("unreachable")
 
     def _launch(self, java: str, classpath: str) -> tuple[BrokerHandle, subprocess.Popen, dict[Path, int]]:
