@@ -68,12 +68,12 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
     """Create the bronze and ops tables on first run and name them in the catalog (no-op afterwards)."""
     from pipelines.platform.catalog import ensure_table
 
+    bronze_properties = {
+        EVENTS: NO_DICTIONARY_PROPERTIES | EVENT_STATISTICS_PROPERTIES,
+        QUARANTINE: NO_DICTIONARY_PROPERTIES,
+    }
     for spec in (EVENTS, QUARANTINE, PROGRESS, LAG, JOB_METRICS):
-        properties = STREAM_TABLE_PROPERTIES
-        if spec in (EVENTS, QUARANTINE):
-            properties = STREAM_TABLE_PROPERTIES | NO_DICTIONARY_PROPERTIES
-        if spec == EVENTS:
-            properties = properties | EVENT_STATISTICS_PROPERTIES
+        properties = STREAM_TABLE_PROPERTIES | bronze_properties.get(spec, {})
         ensure_table(spark, settings, spec.layer, spec.name, spec.schema, list(spec.partitioned_by), properties)
 
 

@@ -121,9 +121,6 @@ def make_parser(
     return parse
 
 
-_heap_frozen = False
-
-
 def freeze_worker_heap() -> None:
     """Keep the objects alive at a Python worker's first parse out of the collections it runs after every task.
 
@@ -131,12 +128,10 @@ def freeze_worker_heap() -> None:
     parsed (pyarrow, msgspec, jsonschema, pydantic imported) that walks some 75,000 objects, 20 ms of CPU per task,
     and a micro-batch runs a task per Kafka partition. ``gc.freeze`` moves them to a generation the collector skips
     (modules, classes and functions that live as long as the worker anyway); what later tasks allocate is still
-    collected. Once per process, the first time a task parses.
+    collected. Once per process, the first time a task parses: the frozen count says whether it happened.
     """
-    global _heap_frozen
-    if not _heap_frozen:
+    if gc.get_freeze_count() == 0:
         gc.freeze()
-        _heap_frozen = True
 
 
 def parse_batch(batch: pa.RecordBatch, registry: SchemaRegistry, limits: TimestampLimits) -> pa.RecordBatch:
