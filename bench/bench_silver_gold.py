@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from datetime import date, timedelta
 from decimal import Decimal
@@ -246,10 +247,10 @@ def generated_bronze(settings: Settings, workdir: Path, events: int) -> tuple[in
 
 
 def bench_size(
-    events: int, workdir: Path, peaks: list[str], keep: bool = False, memory: str | None = None
-) -> list[dict[str, Any]]:
+    events: int, workdir: Path, keep: bool = False, memory: str | None = None
+) -> tuple[list[dict[str, Any]], str]:
     """Rows of one size, built in a Spark JVM of its own (started here with ``memory``, else the local profile's
-    driver memory); appends the peak memory of its silver + gold builds to ``peaks``."""
+    driver memory), and the peak memory of its silver + gold builds. ``run`` calls it in a child process."""
     settings = size_settings(workdir, events)
     bronze_rows, first, last = generated_bronze(settings, workdir, events)
     with private_spark(settings, "bench-silver-gold", {"spark.driver.memory": memory} if memory else None) as spark:
@@ -260,8 +261,8 @@ def bench_size(
             started = time.monotonic()
             gold.build(spark, settings, first, last, lookback=False)
             gold_s = time.monotonic() - started
-        peaks.append(f"{events:,} events: {memory.describe()}")
-        print(f"[bench] {events:,} events: silver {silver_s:.1f} s, gold {gold_s:.1f} s; {peaks[-1]}", file=sys.stderr)
+        peak = f"{events:,} events: {memory.describe()}"
+        print(f"[bench] {events:,} events: silver {silver_s:.1f} s, gold {gold_s:.1f} s; {peak}", file=sys.stderr)
         label = f"{events:,} generated events ({bronze_rows:,} bronze rows, {built.events:,} unique)"
         rows = [
             {"engine": "Spark local[*]: silver.build", "size": label, "seconds": round(silver_s, 1)},
@@ -286,7 +287,7 @@ def bench_size(
     if not keep:
         shutil.rmtree(size_root(workdir, events), ignore_errors=True)
     print(markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]), flush=True)
-    return rows
+    return rows, peak
 
 
 def run(
@@ -295,10 +296,11 @@ def run(
     """One row per engine and size (engine, size, seconds, Spark / DuckDB), and one peak-memory line per size.
 
     Bronze is generated first, in a child process (its own interpreter and Spark JVM, both gone when it exits);
-    then each size is built in a fresh JVM, so a size's peak memory is its own builds', not what generation or a
-    smaller size left in a heap that never shrinks. ``keep``: work in that folder and keep each size's generated
-    bronze there (a later run with the same folder reuses it and rebuilds silver and gold from scratch); by
-    default a temporary folder, removed.
+    then each size is built and compared with DuckDB in a child process of its own (interpreter and JVM), so a
+    size's peak memory is its own builds', not what generation, a smaller size or DuckDB's run left in heaps that
+    never shrink (at 10M events the Python driver held 0.52 GiB before the builds when sizes shared it).
+    ``keep``: work in that folder and keep each size's generated bronze there (a later run with the same folder
+    reuses it and rebuilds silver and gold from scratch); by default a temporary folder, removed.
     """
     rows: list[dict[str, Any]] = []
     peaks: list[str] = []
@@ -312,7 +314,10 @@ def run(
             raise SystemExit(f"generating bronze failed (exit {generator.exitcode}); see the messages above")
         for events in sizes:
             started = time.monotonic()
-            rows.extend(bench_size(events, Path(workdir), peaks, keep is not None, memory))
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+                size_rows, peak = child.submit(bench_size, events, Path(workdir), keep is not None, memory).result()
+            rows.extend(size_rows)
+            peaks.append(peak)
             print(f"[bench] {events:,} events: {time.monotonic() - started:.1f} s in all", file=sys.stderr)
     return rows, peaks
 
@@ -347,7 +352,7 @@ def main() -> None:
             f"Machine: {machine()}. Data: generated events over {TENANTS} tenants written straight to bronze "
             "(duplicates and late events included), 7 days per million events. Spark `local[*]` (pyspark 4.2) "
             'reading and writing with delta-spark 4.4 (`format("delta")`), tables named in a Hive metastore '
-            f"on Derby, {memory}, a fresh JVM per size; DuckDB over the same "
+            f"on Derby, {memory}, a fresh process (Python and JVM) per size; DuckDB over the same "
             "bronze parquet files (delta-rs pyarrow dataset of the table delta-spark wrote), doing less work (no "
             "HMAC, no user-agent parsing, no funnels or anomalies). Wall clock, one run; DuckDB's DAU, event counts "
             "and revenue are checked equal to gold's.",
