@@ -89,3 +89,15 @@ def test_synthetic_data_is_not_imported_by_the_platform() -> None:
         if "pipelines.synthetic" in path.read_text():
             users.append(str(path.relative_to(PACKAGE.parent)))
     assert users == []
+
+
+def test_only_the_platform_picks_a_storage_level() -> None:
+    """Frames are persisted through ``platform.spark.persist_for_reuse``: pyspark's ``StorageLevel.MEMORY_AND_DISK``
+    is the serialized level, unlike Scala's, and a module naming a level itself is how that slipped in (silver at
+    10M events ran 13% slower for it, BENCHMARKS.md)."""
+    naming = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "StorageLevel" in path.read_text() and path != PACKAGE / "platform" / "spark.py"
+    ]
+    assert naming == []

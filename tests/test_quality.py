@@ -290,6 +290,8 @@ def test_fail_rule_fails_the_gate_with_one_line_per_rule(spark, events, tmp_path
 
 @pytest.mark.integration
 def test_warn_rule_publishes_everything_and_records(spark, events, tmp_path: Path) -> None:
+    from pyspark import StorageLevel
+
     small_amounts = rule(
         "amounts_mostly_small",
         "expect_column_values_to_be_between",
@@ -303,6 +305,9 @@ def test_warn_rule_publishes_everything_and_records(spark, events, tmp_path: Pat
     with validate(events, suite, run_id="run-warn", docs_dir=tmp_path / "docs") as result:
         result.raise_if_failed()  # does not raise
         assert result.outcome == "warned" and result.quarantined is None
+        # cached the way Spark caches a DataFrame by default; pyspark's StorageLevel.MEMORY_AND_DISK is serialized
+        assert result.persisted is not None
+        assert result.persisted.storageLevel == StorageLevel.MEMORY_AND_DISK_DESER
         assert result.passing.count() == N
         assert [r.name for r in result.warnings] == ["amounts_mostly_small", "session_for_user_events"]
         amounts, sessions = result.rules

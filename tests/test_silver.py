@@ -512,6 +512,48 @@ def test_dimension_tables_reload_per_tenant_and_insert_only_new_agents(spark, tm
     assert [entry["operation"] for entry in tables.history(spark, path)] == ["MERGE", "WRITE"]
 
 
+HEADER = "tenant_id,user_id,signup_date,plan,country\n"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("t1,u1,2025-01-15,pro,US\nt1,,2025-01-15,pro,US\n", ":3: user_id='': must not be empty"),
+        ("t1,u1,2025-02-30,pro,US\n", ":2: signup_date='2025-02-30': expected YYYY-MM-DD"),
+        ("t1,u1,2025-1-5,pro,US\n", ":2: signup_date='2025-1-5': expected YYYY-MM-DD"),
+        ("t1,u1,,gold,US\n", ":2: plan='gold': expected one of ('free', 'pro', 'enterprise')"),
+        ("t1,u1,,,us\n", ":2: country='us': expected an ISO 3166 alpha-2 code such as US"),
+        (",,x,y,z\n", ":2: tenant_id='': must not be empty"),  # a line's first failing column is the one named
+        ("t1,u1,2025-01-15,pro,US\nt1,u2\n", ":3: expected 5 comma-separated values, got 2"),
+    ],
+)
+def test_a_bad_users_file_line_stops_the_load_naming_file_line_and_column(
+    tmp_path: Path, lines: str, message: str
+) -> None:
+    from pipelines.silver.dimensions import DimensionError, read_users_file
+
+    path = tmp_path / "users.csv"
+    path.write_text(HEADER + lines)
+    with pytest.raises(DimensionError) as raised:
+        read_users_file(path)
+    assert str(raised.value) == f"{path}{message}"
+    path.write_text("user_id,tenant_id\n")
+    with pytest.raises(DimensionError, match=r"users.csv: header must be tenant_id,user_id,signup_date,plan,country"):
+        read_users_file(path)
+
+
+def test_the_users_file_is_read_with_empty_values_as_nulls(tmp_path: Path) -> None:
+    from pipelines.silver.dimensions import read_users_file
+
+    path = tmp_path / "users.csv"
+    path.write_text(HEADER + 't1,u1,2025-01-15,pro,US\nt2,"u,2",,,\n')
+    assert read_users_file(path).to_pylist() == [
+        {"tenant_id": "t1", "user_id": "u1", "signup_date": date(2025, 1, 15), "plan": "pro", "country": "US"},
+        {"tenant_id": "t2", "user_id": "u,2", "signup_date": None, "plan": None, "country": None},
+    ]
+    assert read_users_file(tmp_path / "missing.csv").num_rows == 0
+
+
 def test_unknown_tenants_fail_with_the_known_ones(
     spark, built, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,7 @@ from pipelines.config import Settings
 from pipelines.contracts.registry import SchemaRegistry
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import table
+from pipelines.platform.spark import persist_for_reuse
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -114,14 +115,13 @@ class BatchWriter:
         return self._query_id
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         spark = batch.sparkSession
         may_be_replay = self._completed != batch_id - 1
         self._completed = None
         parsed = batch.mapInArrow(make_parser(self.registry, self.limits), _spark_schema(PARSED_SCHEMA))
-        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # parsed once, read by three writes
+        parsed = persist_for_reuse(parsed)  # parsed once, read by three writes
         try:
             is_event = F.col(ROUTE) == ROUTE_EVENT
             # sorted here, not by Spark: an orderBy would add a sampling job to every micro-batch

@@ -37,6 +37,7 @@ from pipelines.platform.batch import (
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import TABLES as REGISTERED
 from pipelines.platform.registry import table
+from pipelines.platform.spark import persist_for_reuse
 from pipelines.silver import events_path
 
 if TYPE_CHECKING:
@@ -85,7 +86,6 @@ def build(
     crash between two commits leaves the earlier tables at the new version, and rerunning the build (it is
     idempotent) completes the set.
     """
-    from pyspark import StorageLevel
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
@@ -118,9 +118,11 @@ def build(
         "discount_amount",
         "currency",
     ]
-    silver = read_table(
-        spark, settings, events_path(settings), partition_predicate(tenant_list, "event_date", input_days), wanted
-    ).persist(StorageLevel.MEMORY_AND_DISK)  # only the columns gold needs are read
+    silver = persist_for_reuse(  # only the columns gold needs are read
+        read_table(
+            spark, settings, events_path(settings), partition_predicate(tenant_list, "event_date", input_days), wanted
+        )
+    )
     try:
         builders: dict[str, Callable[[], DataFrame]] = {
             "daily_active_users": lambda: daily_active_users(silver, days),

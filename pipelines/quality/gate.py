@@ -35,6 +35,7 @@ from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.platform.spark import persist_for_reuse
 from pipelines.quality.predicates import offending_values, unexpected
 from pipelines.quality.runner import SAMPLE_SIZE, RuleOutcome, StoredRun, render_docs, run_suite
 from pipelines.quality.suites import Suite, SuiteError, load_suite
@@ -185,8 +186,6 @@ def validate(
     collected (BENCHMARKS.md). The copy lives in driver memory: a year's backfill of 100 tenants with 50 event
     types is ~1.8M event_counts rows, roughly 100 MB - fine for a driver, not for row-level data.
     """
-    from pyspark import StorageLevel
-
     started = time.monotonic()
     frame = _prepare(df, suite)
     rows: int | None = None
@@ -194,7 +193,7 @@ def validate(
     if collect:
         frame, rows = _local_copy(frame)
     elif not frame.is_cached:
-        frame, owned = frame.persist(StorageLevel.MEMORY_AND_DISK), True
+        frame, owned = persist_for_reuse(frame), True
     try:
         if rows is None:
             rows = frame.count()  # computes (and caches) the input once, before GX's metric jobs read it

@@ -25,13 +25,11 @@ devices: the MERGE) and named in the catalog as ``silver.dim_users`` and ``silve
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
-from functools import lru_cache
+from functools import lru_cache, reduce
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -50,6 +48,15 @@ DEVICES_TABLE = "dim_devices"
 USERS_FILE = "users.csv"
 USERS_FILE_COLUMNS = ("tenant_id", "user_id", "signup_date", "plan", "country")
 PLANS = ("free", "pro", "enterprise")
+USERS_FILE_SCHEMA = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("user_id", pa.string()),
+        ("signup_date", pa.date32()),
+        ("plan", pa.string()),
+        ("country", pa.string()),
+    ]
+)
 
 USERS_SCHEMA = pa.schema(
     [
@@ -104,41 +111,78 @@ def country_of(locale: str | None) -> str | None:
     return region.upper() if len(region) == 2 and region.isalpha() else None
 
 
-def read_users_file(path: Path) -> list[dict[str, Any]]:
-    """Rows of the CRM export, validated; a bad line stops the load with file, line and column."""
+def read_users_file(path: Path) -> pa.Table:
+    """The CRM export as an Arrow table (``USERS_FILE_SCHEMA``; an empty value is null), validated; a bad line
+    stops the load with file, line and column (no file: no rows).
+
+    Read by Arrow's CSV reader and checked a column at a time, then handed to Spark as Arrow: the export grows
+    with the user base (294,019 users in the 10M-event benchmark), and read into Python rows that Spark then
+    pickled one by one it was the largest thing the driver held during a silver build (BENCHMARKS.md)."""
+    from pyarrow import compute as pc
+    from pyarrow import csv as arrow_csv
+
     if not path.exists():
-        return []
-    rows = []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != USERS_FILE_COLUMNS:
-            raise DimensionError(f"{path}: header must be {','.join(USERS_FILE_COLUMNS)}, got {reader.fieldnames}")
-        for line, record in enumerate(reader, start=2):
+        return USERS_FILE_SCHEMA.empty_table()
+    malformed = []
 
-            def bad(column: str, why: str, record: dict[str, str] = record, line: int = line) -> DimensionError:
-                return DimensionError(f"{path}:{line}: {column}={record.get(column)!r}: {why}")
+    def keep_first_malformed(row: arrow_csv.InvalidRow) -> str:
+        malformed.append(row)
+        return "skip"
 
-            if not record["tenant_id"] or not record["user_id"]:
-                raise bad("tenant_id" if not record["tenant_id"] else "user_id", "must not be empty")
-            try:
-                signup = date.fromisoformat(record["signup_date"]) if record["signup_date"] else None
-            except ValueError:
-                raise bad("signup_date", "expected YYYY-MM-DD") from None
-            if record["plan"] and record["plan"] not in PLANS:
-                raise bad("plan", f"expected one of {PLANS}")
-            country = record["country"] or None
-            if country is not None and not (len(country) == 2 and country.isalpha() and country.isupper()):
-                raise bad("country", "expected an ISO 3166 alpha-2 code such as US")
-            rows.append(
-                {
-                    "tenant_id": record["tenant_id"],
-                    "user_id": record["user_id"],
-                    "signup_date": signup,
-                    "plan": record["plan"] or None,
-                    "country": country,
-                }
-            )
-    return rows
+    try:
+        raw = arrow_csv.read_csv(
+            path,
+            read_options=arrow_csv.ReadOptions(use_threads=False),  # rows numbered in file order
+            parse_options=arrow_csv.ParseOptions(invalid_row_handler=keep_first_malformed),
+            convert_options=arrow_csv.ConvertOptions(
+                column_types=dict.fromkeys(USERS_FILE_COLUMNS, pa.string()), null_values=[""], strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            raise DimensionError(f"{path}: header must be {','.join(USERS_FILE_COLUMNS)}, got nothing") from None
+        raise DimensionError(f"{path}: not a readable CSV file: {exc}") from None
+    if tuple(raw.column_names) != USERS_FILE_COLUMNS:
+        raise DimensionError(f"{path}: header must be {','.join(USERS_FILE_COLUMNS)}, got {raw.column_names}")
+    if malformed:
+        row = malformed[0]
+        raise DimensionError(
+            f"{path}:{row.number}: expected {row.expected_columns} comma-separated values, got {row.actual_columns}"
+        )
+    dates = pc.strptime(raw["signup_date"], format="%Y-%m-%d", unit="s", error_is_null=True)
+    present = pc.is_valid
+    checks = [  # in the order a line is checked: the first failing one is reported
+        ("tenant_id", pc.is_null(raw["tenant_id"]), "must not be empty"),
+        ("user_id", pc.is_null(raw["user_id"]), "must not be empty"),
+        (  # formatted back to compare: strptime alone would read 2025-02-30 as March 2nd and 2025-1-5 as a date
+            "signup_date",
+            pc.and_(
+                present(raw["signup_date"]),
+                pc.fill_null(pc.not_equal(pc.strftime(dates, "%Y-%m-%d"), raw["signup_date"]), True),
+            ),
+            "expected YYYY-MM-DD",
+        ),
+        (
+            "plan",
+            pc.and_(present(raw["plan"]), pc.invert(pc.is_in(raw["plan"], pa.array(PLANS)))),
+            f"expected one of {PLANS}",
+        ),
+        (
+            "country",
+            pc.and_(present(raw["country"]), pc.invert(pc.match_substring_regex(raw["country"], "^[A-Z]{2}$"))),
+            "expected an ISO 3166 alpha-2 code such as US",
+        ),
+    ]
+    bad = reduce(pc.or_, [mask for _, mask, _ in checks])
+    if pc.any(bad).as_py():
+        first = pc.index(bad, True).as_py()
+        column, _, why = next(check for check in checks if check[1][first].as_py())
+        value = raw[column][first].as_py() or ""
+        raise DimensionError(f"{path}:{first + 2}: {column}={value!r}: {why}")  # line 1 is the header
+    return pa.table(
+        [raw["tenant_id"], raw["user_id"], pc.cast(dates, pa.date32()), raw["plan"], raw["country"]],
+        schema=USERS_FILE_SCHEMA,
+    )
 
 
 def signup_events(spark: SparkSession, settings: Settings, tenants: Sequence[str] | None) -> DataFrame | None:
@@ -205,19 +249,15 @@ def _country(locale: Column) -> Column:
     return F.when(region.rlike("^[A-Za-z]{2}$"), F.upper(region))
 
 
-def users_frame(
-    spark: SparkSession, key: bytes, file_rows: list[dict[str, Any]], signups: DataFrame | None
-) -> DataFrame:
+def users_frame(spark: SparkSession, key: bytes, file_rows: pa.Table, signups: DataFrame | None) -> DataFrame:
     """``silver.dim_users`` rows: both sources merged per (tenant, user) - file values win, the user's earliest
     signup event fills the gaps - keyed by the user's pseudonym. Runs in Spark: however many users signed up,
-    the driver holds only the CRM file."""
+    the driver holds only the CRM file (``read_users_file``'s table)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     file_schema = "tenant_id string, user_id string, signup_date date, plan string, country string"
-    from_file = spark.createDataFrame(
-        [(r["tenant_id"], r["user_id"], r["signup_date"], r["plan"], r["country"]) for r in file_rows], file_schema
-    ).withColumn("_in_file", F.lit(True))
+    from_file = spark.createDataFrame(file_rows, file_schema).withColumn("_in_file", F.lit(True))
     if signups is None:
         from_events = spark.createDataFrame([], file_schema)
     else:
@@ -268,6 +308,7 @@ def load_users(
     """Rebuild ``silver.dim_users`` for ``tenants`` (None: every tenant) in one atomic commit.
 
     ``signups``: the tenants' signup events (:func:`signup_events`; read from bronze when not given)."""
+    from pyarrow import compute as pc
     from pyspark.sql import functions as F
 
     users_file = Path(settings.resolve_path(settings.silver.dimensions_dir)) / USERS_FILE
@@ -277,10 +318,10 @@ def load_users(
     known = known_tenants(settings, bronze) if has_bronze else []
     if has_bronze:
         tenants = check_tenants(tenants, known, "bronze.events")
-    without_events = sorted({row["tenant_id"] for row in file_rows} - set(known)) if has_bronze else []
+    file_tenants = set(file_rows["tenant_id"].unique().to_pylist())
+    without_events = sorted(file_tenants - set(known)) if has_bronze else []
     if tenants is not None:
-        wanted = set(tenants)
-        file_rows = [row for row in file_rows if row["tenant_id"] in wanted]
+        file_rows = file_rows.filter(pc.is_in(file_rows["tenant_id"], pa.array(sorted(tenants), pa.string())))
     if signups is None:
         signups = signup_events(spark, settings, tenants)
     path = users_path(settings)

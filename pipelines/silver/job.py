@@ -26,6 +26,7 @@ from pipelines.platform.batch import (
     table_exists,
 )
 from pipelines.platform.lake import Lake
+from pipelines.platform.spark import persist_for_reuse
 from pipelines.silver.dedup import later_copies
 from pipelines.silver.dimensions import (
     identity_map,
@@ -148,7 +149,6 @@ def build(
     of the bronze input stays persisted until the candidates are reconciled: dedup reads the build days' keys
     from it, and the reconciliation counts it, so auditing costs no second read of those bronze files.
     """
-    from pyspark import StorageLevel
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
@@ -263,7 +263,7 @@ def build(
             F.sum("_unclassified_values").alias("unclassified_values_dropped"),
         ).drop("_stitched", "_user_matched", "_device_known", "_unclassified_values")
         if not skip_gates:
-            events = events.persist(StorageLevel.MEMORY_AND_DISK)  # audited twice (suite, reconciliation), then written
+            events = persist_for_reuse(events)  # audited twice (suite, reconciliation), then written
         say("quality gate: silver.events candidates" + (" (skipped)" if skip_gates else ""))
         audited = gates.audit("silver.events", events, allow_quarantine=True)
         reconciled = gates.audit(
