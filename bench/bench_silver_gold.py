@@ -360,8 +360,8 @@ def main() -> None:
             markdown_table(rows, ["engine", "size", "seconds", "Spark / DuckDB"]),
             "",
             "Peak memory (PSS, shared pages split between the processes sharing them) during the Spark silver + gold "
-            "builds, sampled every second, with each process role's value when the builds started; the Derby "
-            "metastore left out:",
+            "builds, sampled every second: the total's split at its peak, then each process role's own peak and its "
+            "value when the builds started; the Derby metastore left out:",
             "",
             *(f"- {line}" for line in peaks),
         ]

@@ -51,15 +51,17 @@ class PeakRss:
     Kept per role as well as in all, because they answer different questions: the Python driver's peak shows
     whether a job collects data into Python, the Spark JVM's (driver and, in ``local[*]``, executors) is
     bounded by its heap setting, the Python workers' by the UDFs' batches. Each role's peak is its own
-    highest sample; ``total`` is the highest sum of one sample, so it can be below the sum of the peaks. The
-    first sample is kept too (``at_start``): what the process held before the measured work (a benchmark's
-    data generator, say). The Derby metastore JVM is a descendant but not part of a build: left out.
+    highest sample; ``total`` is the highest sum of one sample, so it can be below the sum of the peaks, and
+    ``at_peak`` that sample's split (which role to cut to lower the total). The first sample is kept too
+    (``at_start``): what the process held before the measured work (a benchmark's data generator, say). The
+    Derby metastore JVM is a descendant but not part of a build: left out.
     """
 
     def __init__(self, interval_s: float = 1.0) -> None:
         self.total = 0
         self.roles = {"Python driver": 0, "Spark JVM": 0, "Python workers": 0}
         self.at_start: dict[str, int] | None = None
+        self.at_peak: dict[str, int] = dict.fromkeys(self.roles, 0)
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -83,7 +85,8 @@ class PeakRss:
                 self.at_start = dict(sample)
             for role, rss in sample.items():
                 self.roles[role] = max(self.roles[role], rss)
-            self.total = max(self.total, sum(sample.values()))
+            if sum(sample.values()) > self.total:
+                self.total, self.at_peak = sum(sample.values()), sample
             self._stop.wait(self._interval)
 
     def describe(self) -> str:
@@ -91,7 +94,8 @@ class PeakRss:
         parts = ", ".join(
             f"{role} {rss / 2**30:.2f} ({start.get(role, 0) / 2**30:.2f} at start)" for role, rss in self.roles.items()
         )
-        return f"{self.total / 2**30:.2f} GiB in all (peaks per process role, GiB: {parts})"
+        split = ", ".join(f"{role} {rss / 2**30:.2f}" for role, rss in self.at_peak.items())
+        return f"{self.total / 2**30:.2f} GiB in all ({split} at that moment; peaks per process role, GiB: {parts})"
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
