@@ -115,17 +115,17 @@ def read_users_file(path: Path) -> pa.Table:
     """The CRM export as an Arrow table (``USERS_FILE_SCHEMA``; an empty value is null), validated; a bad line
     stops the load with file, line and column (no file: no rows).
 
-    Read by Arrow's CSV reader and checked a column at a time, then handed to Spark as Arrow: the export grows
-    with the user base (294,019 users in the 10M-event benchmark), and read into Python rows that Spark then
-    pickled one by one it was the largest thing the driver held during a silver build (BENCHMARKS.md)."""
+    Read by Arrow's CSV reader, checked a column at a time and handed to Spark as Arrow: the export grows with
+    the user base (294,019 users in the 10M-event benchmark), and as Python rows pickled to Spark one by one it
+    cost the driver 204 MB, against 58 MB this way (BENCHMARKS.md, silver + gold)."""
     from pyarrow import compute as pc
     from pyarrow import csv as arrow_csv
 
     if not path.exists():
         return USERS_FILE_SCHEMA.empty_table()
-    malformed = []
+    malformed: list[arrow_csv.InvalidRow] = []
 
-    def keep_first_malformed(row: arrow_csv.InvalidRow) -> str:
+    def note_malformed(row: arrow_csv.InvalidRow) -> str:  # too few or too many values: reported below
         malformed.append(row)
         return "skip"
 
@@ -133,7 +133,7 @@ def read_users_file(path: Path) -> pa.Table:
         raw = arrow_csv.read_csv(
             path,
             read_options=arrow_csv.ReadOptions(use_threads=False),  # rows numbered in file order
-            parse_options=arrow_csv.ParseOptions(invalid_row_handler=keep_first_malformed),
+            parse_options=arrow_csv.ParseOptions(invalid_row_handler=note_malformed),
             convert_options=arrow_csv.ConvertOptions(
                 column_types=dict.fromkeys(USERS_FILE_COLUMNS, pa.string()), null_values=[""], strings_can_be_null=True
             ),
