@@ -85,8 +85,9 @@ class PeakRss:
                 self.at_start = dict(sample)
             for role, rss in sample.items():
                 self.roles[role] = max(self.roles[role], rss)
-            if sum(sample.values()) > self.total:
-                self.total, self.at_peak = sum(sample.values()), sample
+            total = sum(sample.values())
+            if total > self.total:
+                self.total, self.at_peak = total, sample
             self._stop.wait(self._interval)
 
     def describe(self) -> str:

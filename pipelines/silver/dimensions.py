@@ -46,9 +46,8 @@ if TYPE_CHECKING:
 USERS_TABLE = "dim_users"
 DEVICES_TABLE = "dim_devices"
 USERS_FILE = "users.csv"
-USERS_FILE_COLUMNS = ("tenant_id", "user_id", "signup_date", "plan", "country")
 PLANS = ("free", "pro", "enterprise")
-USERS_FILE_SCHEMA = pa.schema(
+USERS_FILE_SCHEMA = pa.schema(  # the CRM export, as read (empty values null)
     [
         ("tenant_id", pa.string()),
         ("user_id", pa.string()),
@@ -57,6 +56,7 @@ USERS_FILE_SCHEMA = pa.schema(
         ("country", pa.string()),
     ]
 )
+USERS_FILE_COLUMNS = tuple(USERS_FILE_SCHEMA.names)  # its header, in this order
 
 USERS_SCHEMA = pa.schema(
     [
@@ -255,8 +255,9 @@ def users_frame(spark: SparkSession, key: bytes, file_rows: pa.Table, signups: D
     the driver holds only the CRM file (``read_users_file``'s table)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
-    file_schema = "tenant_id string, user_id string, signup_date date, plan string, country string"
+    file_schema = from_arrow_schema(USERS_FILE_SCHEMA)
     from_file = spark.createDataFrame(file_rows, file_schema).withColumn("_in_file", F.lit(True))
     if signups is None:
         from_events = spark.createDataFrame([], file_schema)
