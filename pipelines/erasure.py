@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from pipelines.config import Settings
 from pipelines.platform.batch import sql_in, sql_string, table_exists
 from pipelines.platform.lake import Lake
+from pipelines.platform.spark import local_frame
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -210,5 +211,5 @@ def _record(
         datetime.now(UTC),
     )
     path = Lake(settings).table(*REQUESTS_TABLE)
-    spark.createDataFrame([row], REQUESTS_SCHEMA).write.format("delta").mode("append").save(path)
+    local_frame(spark, [row], REQUESTS_SCHEMA).write.format("delta").mode("append").save(path)
     register_table(spark, settings, path)

@@ -101,3 +101,27 @@ def test_only_the_platform_picks_a_storage_level() -> None:
         if "StorageLevel" in path.read_text() and path != PACKAGE / "platform" / "spark.py"
     ]
     assert naming == []
+
+
+# Every createDataFrame outside the platform, by its first argument: each one an Arrow table (a pickled Python
+# list would start Python workers for every job that reads the frame; rows the driver holds go through
+# ``platform.spark.local_frame``). A new call fails here until it is checked and listed.
+ARROW_FRAMES = {
+    ("gate.py", "table"),
+    ("tables.py", "table"),
+    ("bronze.py", "table.select(BRONZE_EVENTS_SCHEMA.names).cast(BRONZE_EVENTS_SCHEMA)"),
+    ("dimensions.py", "file_rows"),
+    ("dimensions.py", "new.cast(DEVICES_SCHEMA)"),
+}
+
+
+def test_driver_rows_reach_spark_as_arrow_only() -> None:
+    calls = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "platform" / "spark.py":
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "createDataFrame":
+                calls.add((path.name, ast.get_source_segment(source, node.args[0])))
+    assert calls == ARROW_FRAMES

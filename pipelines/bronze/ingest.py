@@ -19,7 +19,7 @@ from pipelines.config import Settings
 from pipelines.contracts.registry import SchemaRegistry
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import table
-from pipelines.platform.spark import persist_for_reuse
+from pipelines.platform.spark import local_frame, persist_for_reuse
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -159,7 +159,7 @@ class BatchWriter:
                 quarantine = quarantine.repartition(*QUARANTINE.partitioned_by)
                 self._write(quarantine, self.lake.bronze_quarantine, options, replay)
             rows = [(query_id, batch_id, *row) for row in progress]
-            progress_df = spark.createDataFrame(rows, _spark_schema(PROGRESS.schema))
+            progress_df = local_frame(spark, rows, _spark_schema(PROGRESS.schema))
             self._write(progress_df, self.lake.bronze_progress, options, replay)
             self._completed = batch_id
         finally:

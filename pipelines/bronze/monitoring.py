@@ -23,6 +23,7 @@ from pipelines.bronze.parse import _spark_schema
 from pipelines.config import Settings
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import JOB_METRICS_SCHEMA, LAG_SCHEMA
+from pipelines.platform.spark import local_frame
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -90,9 +91,7 @@ class LagRecorder(StreamingQueryListener):
         ):
             if pending:
                 try:
-                    spark.createDataFrame(pending, _spark_schema(schema)).write.format("delta").mode("append").save(
-                        path
-                    )
+                    local_frame(spark, pending, _spark_schema(schema)).write.format("delta").mode("append").save(path)
                 except Exception:
                     log.exception("could not record the bronze stream's %s", path.rsplit("/", 1)[-1])
         return len(rows)

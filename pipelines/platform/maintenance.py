@@ -27,6 +27,7 @@ from pipelines.config import Settings
 from pipelines.platform.batch import table_exists
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import TABLES, TableSpec
+from pipelines.platform.spark import local_frame
 from pipelines.platform.tables import compact, vacuum
 
 if TYPE_CHECKING:
@@ -129,5 +130,5 @@ def record(spark: SparkSession, settings: Settings, actions: list[MaintenanceAct
         for a in actions
     ]
     path = Lake(settings).table(*RUNS_TABLE)
-    spark.createDataFrame(rows, RUNS_SCHEMA).write.format("delta").mode("append").save(path)
+    local_frame(spark, rows, RUNS_SCHEMA).write.format("delta").mode("append").save(path)
     register_table(spark, settings, path)

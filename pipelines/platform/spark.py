@@ -17,14 +17,16 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pipelines.config import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 SUBMITTED_DRIVER_ENV = "PYSPARK_GATEWAY_PORT"  # set by spark-submit for the Python driver it launches
 DELTA_CONF = {
@@ -229,3 +231,30 @@ def persist_for_reuse(df: DataFrame) -> DataFrame:
     from pyspark import StorageLevel
 
     return df.persist(StorageLevel.MEMORY_AND_DISK_DESER)
+
+
+def local_frame(spark: SparkSession, rows: Sequence[Sequence[object]], schema: str | StructType) -> DataFrame:
+    """A small DataFrame of rows the driver holds (``schema``: a struct or its Spark DDL), handed to the JVM as one
+    Arrow table.
+
+    Not ``spark.createDataFrame(rows)``: that parallelizes pickled rows, and every job reading the frame starts
+    Spark's Python workers to unpickle them: a daemon and one worker per core, about 110 MB together, kept alive
+    while such frames keep being read. Silver's HMAC pads are read by its main job, so these otherwise idle
+    processes were part of the 10M-event build's peak memory (BENCHMARKS.md), and each bronze micro-batch ran
+    Python tasks just to write its progress rows. An Arrow table becomes a ``LocalRelation`` in the JVM: no
+    Python process, no pickling, and still no value in a plan string.
+
+    A naive datetime is local time, as pyspark reads it (and returns it from ``collect``).
+    """
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructType
+
+    struct = StructType.fromDDL(schema) if isinstance(schema, str) else schema
+    records = [{name: _aware(value) for name, value in zip(struct.names, row, strict=True)} for row in rows]
+    return spark.createDataFrame(pa.Table.from_pylist(records, schema=to_arrow_schema(struct, timezone="UTC")), struct)
+
+
+def _aware(value: object) -> object:
+    """``value``, a naive datetime read as local time (Arrow alone would read it as UTC)."""
+    return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo is None else value

@@ -11,6 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pipelines.platform.spark import local_frame
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -60,5 +62,5 @@ def write_results(spark: SparkSession, result: GateResult, path: str) -> int:
 
 def write_rows(spark: SparkSession, rows: list[dict[str, Any]], path: str) -> None:
     """Append rows keyed by :data:`RESULTS_COLUMNS` (any number of gates' results) in one Delta commit."""
-    frame = spark.createDataFrame([tuple(row[c] for c in RESULTS_COLUMNS) for row in rows], RESULTS_SCHEMA)
+    frame = local_frame(spark, [tuple(row[c] for c in RESULTS_COLUMNS) for row in rows], RESULTS_SCHEMA)
     frame.write.format("delta").mode("append").save(path)

@@ -37,6 +37,7 @@ from pipelines.config import Settings
 from pipelines.platform.batch import check_tenants, known_tenants, read_table, register_table, sql_in, table_exists
 from pipelines.platform.lake import Lake
 from pipelines.platform.registry import table
+from pipelines.platform.spark import local_frame
 from pipelines.silver.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ def identity_map(spark: SparkSession, signups: DataFrame | None) -> DataFrame:
 
     schema = "tenant_id string, anonymous_id string, stitched_user_id string, signed_up_at timestamp"
     if signups is None:
-        return spark.createDataFrame([], schema)
+        return local_frame(spark, [], schema)
     earliest = Window.partitionBy("tenant_id", "anonymous_id").orderBy("occurred_at", "event_id")
     return (
         signups.where(F.col("anonymous_id").isNotNull())
@@ -260,7 +261,7 @@ def users_frame(spark: SparkSession, key: bytes, file_rows: pa.Table, signups: D
     file_schema = from_arrow_schema(USERS_FILE_SCHEMA)
     from_file = spark.createDataFrame(file_rows, file_schema).withColumn("_in_file", F.lit(True))
     if signups is None:
-        from_events = spark.createDataFrame([], file_schema)
+        from_events = local_frame(spark, [], file_schema)
     else:
         earliest = Window.partitionBy("tenant_id", "user_id").orderBy("occurred_at", "event_id")
         from_events = (

@@ -26,7 +26,7 @@ from pipelines.platform.batch import (
     table_exists,
 )
 from pipelines.platform.lake import Lake
-from pipelines.platform.spark import persist_for_reuse
+from pipelines.platform.spark import local_frame, persist_for_reuse
 from pipelines.silver.dedup import later_copies
 from pipelines.silver.dimensions import (
     identity_map,
@@ -305,7 +305,7 @@ def quarantine_rate(spark: SparkSession, settings: Settings, days: Sequence[date
     schema = "first_day date, last_day date, quarantined long, messages long, quarantine_rate double"
     path = Lake(settings).bronze_progress
     if not table_exists(settings, path):
-        return spark.createDataFrame([(days[0], days[-1], 0, 0, None)], schema)
+        return local_frame(spark, [(days[0], days[-1], 0, 0, None)], schema)
     totals = (
         spark.read.format("delta")
         .load(path)

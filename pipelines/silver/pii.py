@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.config import Settings, read_yaml_mapping
 from pipelines.contracts.registry import ENVELOPE_FILE, SchemaRegistry
+from pipelines.platform.spark import local_frame
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -208,7 +209,7 @@ class SparkPseudonymizer:
 
     def __init__(self, spark: SparkSession, key: bytes) -> None:
         ipad, opad = hmac_pads(key)
-        self._pads = spark.createDataFrame([(ipad, opad)], ", ".join(f"{c} binary" for c in HMAC_PAD_COLUMNS))
+        self._pads = local_frame(spark, [(ipad, opad)], ", ".join(f"{c} binary" for c in HMAC_PAD_COLUMNS))
 
     def attach(self, df: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
