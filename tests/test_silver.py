@@ -19,7 +19,6 @@ import pytest
 from pipelines import silver
 from pipelines.config import Settings, load_settings
 from pipelines.platform.lake import Lake
-from pipelines.silver.dimensions import parse_user_agent
 from pipelines.silver.pii import (
     DEV_HMAC_KEY,
     USER_AGENT_NAMESPACE,
@@ -29,6 +28,7 @@ from pipelines.silver.pii import (
     pseudonym,
     truncate_ip,
 )
+from pipelines.silver.user_agents import parse_user_agent
 from pipelines.synthetic.bronze import bronze_row, bronze_table, write_bronze
 from pipelines.synthetic.vocabulary import _USER_AGENTS
 

@@ -15,9 +15,9 @@ load is deterministic and idempotent.
 
 ``silver.dim_devices``: one row per distinct user agent, parsed with ``ua-parser`` into device_class
 (desktop / mobile / tablet / bot / other), os_family and browser_family. Only agents not yet in the table
-are parsed (inside Spark, one cached parser per worker) and inserted with an insert-only MERGE (the first
-run creates the table with them). Readers take one row per agent, so a duplicate left by two racing first
-runs is harmless.
+are parsed (inside Spark by ``pipelines.silver.user_agents``, one cached parser per worker) and inserted with an
+insert-only MERGE (the first run creates the table with them). Readers take one row per agent, so a duplicate
+left by two racing first runs is harmless.
 
 Both are small Delta tables written by Spark (users: one overwrite of the loaded tenants' partitions;
 devices: the MERGE) and named in the catalog as ``silver.dim_users`` and ``silver.dim_devices``.
@@ -25,9 +25,9 @@ devices: the MERGE) and named in the catalog as ``silver.dim_users`` and ``silve
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, reduce
+from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ from pipelines.platform.lake import Lake
 from pipelines.platform.registry import table
 from pipelines.platform.spark import local_frame
 from pipelines.silver.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
+from pipelines.silver.user_agents import DEVICES_SCHEMA, parse_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -70,15 +71,6 @@ USERS_SCHEMA = pa.schema(
         ("source", pa.string()),  # file | signup_event | file+signup_event
     ]
 )
-DEVICES_SCHEMA = pa.schema(
-    [
-        ("user_agent_key", pa.string()),  # keyed pseudonym of the user agent (a fingerprint is never stored)
-        ("device_class", pa.string()),
-        ("os_family", pa.string()),
-        ("browser_family", pa.string()),
-    ]
-)
-_DESKTOP_OS = frozenset({"Windows", "Mac OS X", "Linux", "Ubuntu", "Fedora", "Chrome OS", "FreeBSD", "Debian"})
 
 
 class DimensionError(ValueError):
@@ -365,42 +357,6 @@ def read_users(spark: SparkSession, settings: Settings, tenants: Sequence[str] |
 # --- devices ------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=50_000)
-def parse_user_agent(user_agent: str) -> tuple[str, str | None, str | None]:
-    """(device_class, os_family, browser_family) of one user agent string."""
-    import ua_parser
-
-    result = ua_parser.parse(user_agent)
-    os_family = result.os.family if result.os else None
-    browser = result.user_agent.family if result.user_agent else None
-    family = (result.device.family if result.device else None) or ""
-    brand = (result.device.brand if result.device else None) or ""
-    if family == "Spider":
-        device_class = "bot"
-    elif family == "iPad" or "tablet" in brand.lower() or "tablet" in family.lower() or "Kindle" in family:
-        device_class = "tablet"
-    elif os_family == "Android" and "Mobile" not in user_agent:
-        device_class = "tablet"  # Android's convention: phones send "Mobile", tablets do not
-    elif os_family in {"iOS", "Android"} or "Mobile" in user_agent:
-        device_class = "mobile"
-    elif os_family in _DESKTOP_OS:
-        device_class = "desktop"
-    else:
-        device_class = "other"
-    return device_class, os_family, browser
-
-
-def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body (executors): (user agent, its key) in, (key, parsed attributes) out - the agent stays
-    behind. One cached parser per worker."""
-    for batch in batches:
-        parsed = [parse_user_agent(agent) for agent in batch.column("user_agent").to_pylist()]
-        yield pa.RecordBatch.from_arrays(
-            [batch.column("user_agent_key"), *(pa.array([p[i] for p in parsed], pa.string()) for i in range(3))],
-            schema=DEVICES_SCHEMA,
-        )
-
-
 def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFrame, key: bytes) -> int:
     """Parse the agents of ``user_agents`` (one string column) not yet in ``silver.dim_devices``; insert them.
 
@@ -430,7 +386,7 @@ def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFr
     if exists:
         known = read_table(spark, settings, path).select("user_agent_key")
         candidates = candidates.join(known, "user_agent_key", "left_anti")
-    new = candidates.mapInArrow(_parse_batches, from_arrow_schema(DEVICES_SCHEMA)).toArrow()
+    new = candidates.mapInArrow(parse_batches, from_arrow_schema(DEVICES_SCHEMA)).toArrow()
     if new.num_rows == 0:
         return 0
     if exists:
