@@ -60,16 +60,6 @@ def test_every_module_imports_without_starting_spark(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_the_user_agent_parse_loads_nothing_else_in_a_python_worker() -> None:
-    """Spark's Python workers import ``pipelines.silver.user_agents`` to run the parse: when it (or the silver
-    package on the way) loaded the job, each worker carried pydantic, pandas and jsonschema too (132 MB PSS
-    against 111 without them, in the 10M-event build)."""
-    heavy = ["pandas", "pydantic", "jsonschema", "pyspark.sql", "pipelines.config", "pipelines.silver.job"]
-    code = f"import sys, pipelines.silver.user_agents\nprint([m for m in {heavy!r} if m in sys.modules])\n"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.strip() == "[]"
-
-
 def test_packages_import_only_upstream_of_them() -> None:
     reversed_imports = []
     for path in sorted(PACKAGE.rglob("*.py")):

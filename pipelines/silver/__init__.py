@@ -60,32 +60,10 @@ Modules:
 * ``job``        - ``build`` (write-audit-publish), late and re-stitched days, its gate inputs, the quarantine.
 * ``pii``        - PII rules and keyed pseudonyms (``conf/pii.yaml``).
 * ``dimensions`` - the users and devices dimensions and the identity map.
-* ``user_agents`` - the user-agent parse (Python workers import it: it loads only pyarrow and ua-parser).
+* ``user_agents`` - the user-agent parse behind the devices dimension.
 """
 
-from __future__ import annotations
+from pipelines.silver.job import SilverResult, build, quarantine_rate
+from pipelines.silver.model import MACHINE_EVENT_TYPES, events_path, quarantine_path
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from pipelines.silver.job import SilverResult, build, quarantine_rate
-    from pipelines.silver.model import MACHINE_EVENT_TYPES, events_path, quarantine_path
-
-# The facade's names and their modules, imported on first use: Spark's Python workers import
-# ``pipelines.silver.user_agents`` to parse user agents, and importing the package must not load the job for it.
-_EXPORTS = {
-    "SilverResult": "job",
-    "build": "job",
-    "quarantine_rate": "job",
-    "MACHINE_EVENT_TYPES": "model",
-    "events_path": "model",
-    "quarantine_path": "model",
-}
 __all__ = ["MACHINE_EVENT_TYPES", "SilverResult", "build", "events_path", "quarantine_path", "quarantine_rate"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -15,7 +15,7 @@ load is deterministic and idempotent.
 
 ``silver.dim_devices``: one row per distinct user agent, parsed with ``ua-parser`` into device_class
 (desktop / mobile / tablet / bot / other), os_family and browser_family. Only agents not yet in the table
-are parsed (inside Spark by ``pipelines.silver.user_agents``, one cached parser per worker) and inserted with an
+are parsed (on the driver by ``pipelines.silver.user_agents``: a dimension's worth of strings) and inserted with an
 insert-only MERGE (the first run creates the table with them). Readers take one row per agent, so a duplicate
 left by two racing first runs is harmless.
 
@@ -39,7 +39,7 @@ from pipelines.platform.lake import Lake
 from pipelines.platform.registry import table
 from pipelines.platform.spark import local_frame
 from pipelines.silver.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
-from pipelines.silver.user_agents import DEVICES_SCHEMA, parse_batches
+from pipelines.silver.user_agents import DEVICES_SCHEMA, parse_agents
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -365,7 +365,6 @@ def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFr
     replaced - it is a cache of the parser's answers, rebuilt from bronze.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     from pipelines.platform import tables
 
@@ -386,9 +385,10 @@ def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFr
     if exists:
         known = read_table(spark, settings, path).select("user_agent_key")
         candidates = candidates.join(known, "user_agent_key", "left_anti")
-    new = candidates.mapInArrow(parse_batches, from_arrow_schema(DEVICES_SCHEMA)).toArrow()
-    if new.num_rows == 0:
+    agents = candidates.select("user_agent_key", "user_agent").toArrow()
+    if agents.num_rows == 0:
         return 0
+    new = parse_agents(agents)
     if exists:
         tables.merge(spark, path, new.cast(DEVICES_SCHEMA), "t.user_agent_key = s.user_agent_key", update=False)
     else:  # the first run creates the table with its rows (a racing first run may add the same agents)
