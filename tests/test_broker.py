@@ -260,6 +260,33 @@ def test_a_start_interrupted_while_waiting_leaves_no_broker(tmp_path: Path) -> N
         EmbeddedBroker(state).stop()  # only if a failed assertion left it recorded and running
 
 
+def test_a_ctrl_c_right_after_the_jvm_is_recorded_leaves_no_broker(tmp_path: Path) -> None:
+    """The worst moment, hit on purpose: SIGINT the instant the broker's PID is written, before the start is
+    inside the ``try`` that stops the JVM on the way out (a real Ctrl-C landed there under load and left it)."""
+    state = tmp_path / "state"
+    code = (
+        "import signal, sys\n"
+        "from pipelines.kafka import broker\n"
+        "write = broker._write_atomic\n"
+        "def write_then_interrupt(path, text):\n"
+        "    write(path, text)\n"
+        "    if path.name == broker.STATE_FILE:\n"
+        "        print(broker.json.loads(text)['pid'], flush=True)\n"
+        "        signal.raise_signal(signal.SIGINT)\n"
+        "broker._write_atomic = write_then_interrupt\n"
+        "broker.EmbeddedBroker(sys.argv[1]).start()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(state)], capture_output=True, text=True, timeout=120)
+    try:
+        assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr, done.stderr[-2000:]
+        pid = int(done.stdout.split()[0])
+        assert EmbeddedBroker(state).running() is None and not (state / "broker.json").exists()
+        assert not pid_alive(pid), "the recorded broker JVM is stopped"
+        assert _our_kafka_processes(state) == []
+    finally:
+        EmbeddedBroker(state).stop()  # only if a failed assertion left it recorded and running
+
+
 def test_external_profile_starts_nothing(tmp_path: Path) -> None:
     settings = load_settings(
         "local",

@@ -49,7 +49,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from pipelines.config import Settings
-from pipelines.platform.processes import cmdline, free_ports, pid_alive, reap
+from pipelines.platform.processes import HeldSignals, cmdline, free_ports, pid_alive, reap
 
 STATE_FILE = "broker.json"
 LOCK_FILE = "broker.lock"
@@ -437,8 +437,9 @@ class EmbeddedBroker:
                     "stop them by PID (kill <pid>) before starting another broker on the same log dir"
                 )
             for attempt in (1, 2):
-                handle, process, marks = self._launch(java, classpath)
+                handle, process, marks, held = self._launch(java, classpath)
                 try:
+                    held.release()  # a Ctrl-C held since the launch is raised here, where the JVM gets stopped
                     wait_until_healthy(handle.bootstrap_servers, timeout_s, alive=lambda p=process: p.poll() is None)
                     return handle
                 except BrokerError as exc:
@@ -456,7 +457,9 @@ class EmbeddedBroker:
                     raise
         raise AssertionError("unreachable")
 
-    def _launch(self, java: str, classpath: str) -> tuple[BrokerHandle, subprocess.Popen, dict[Path, int]]:
+    def _launch(self, java: str, classpath: str) -> tuple[BrokerHandle, subprocess.Popen, dict[Path, int], HeldSignals]:
+        """Launch the JVM and record it. Returns with Ctrl-C and SIGTERM held (``HeldSignals``) so that no interrupt
+        falls between the launch, the record and the caller's ``try``; the caller releases them inside it."""
         port, controller_port = free_ports(2)
         self._write_server_properties(port, controller_port)
         self._write_log4j_config()
@@ -464,25 +467,35 @@ class EmbeddedBroker:
         if not (self.data_dir / "meta.properties").exists():
             self._format(java, classpath)
         cmd = [java, *self._jvm_options(), "-cp", classpath, MAIN_CLASS, str(self.properties_file)]
-        with open(self.out_file, "ab") as out:
-            process = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.state_dir,
-                start_new_session=True,
-                env=self.environ,
+        held = HeldSignals()
+        try:
+            with open(self.out_file, "ab") as out:
+                process = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=self.state_dir,
+                    start_new_session=True,
+                    env=self.environ,
+                )
+            handle = BrokerHandle(
+                pid=process.pid,
+                port=port,
+                controller_port=controller_port,
+                log_file=str(self.log_file),
+                data_dir=str(self.data_dir),
             )
-        handle = BrokerHandle(
-            pid=process.pid,
-            port=port,
-            controller_port=controller_port,
-            log_file=str(self.log_file),
-            data_dir=str(self.data_dir),
-        )
-        _write_atomic(self.state_file, json.dumps(asdict(handle)))
-        return handle, process, marks
+            try:
+                _write_atomic(self.state_file, json.dumps(asdict(handle)))
+            except BaseException:
+                process.kill()  # not recorded, so nothing else would ever stop it
+                process.wait()
+                raise
+        except BaseException:
+            held.release()
+            raise
+        return handle, process, marks, held
 
     # --- stop -------------------------------------------------------------------------------------
 

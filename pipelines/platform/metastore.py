@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.config import Settings
-from pipelines.platform.processes import free_port, pid_alive, reap
+from pipelines.platform.processes import HeldSignals, free_port, pid_alive, reap
 
 STATE_FILE = "metastore.json"
 DATABASE = "metastore_db"
@@ -96,12 +96,17 @@ class EmbeddedMetastore:
             str(port),
             "-noSecurityManager",
         ]
-        with open(log_file, "ab") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        handle = MetastoreHandle(pid=process.pid, port=port, home=str(self.state_dir.resolve()), log_file=str(log_file))
-        self.state_file.write_text(json.dumps(asdict(handle)))
+        held = HeldSignals()  # launched and recorded in one step: a Ctrl-C between them would orphan the JVM
+        try:
+            with open(log_file, "ab") as log:
+                process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            home = str(self.state_dir.resolve())
+            handle = MetastoreHandle(pid=process.pid, port=port, home=home, log_file=str(log_file))
+            self.state_file.write_text(json.dumps(asdict(handle)))
+        finally:
+            held.release()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:

@@ -1,12 +1,16 @@
 """Small helpers for the local services the project starts (broker, metastore, clusters): free loopback
-ports and PID bookkeeping. Services are always stopped by the PID they recorded, never by name."""
+ports, PID bookkeeping, and signals held while a service is launched and recorded. Services are always
+stopped by the PID they recorded, never by name."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 
 
 def free_port() -> int:
@@ -67,3 +71,35 @@ def reap(pid: int) -> None:
         os.waitpid(pid, 0 if not pid_alive(pid) else os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+class HeldSignals:
+    """Ctrl-C and SIGTERM held back from the moment it is made until ``release``, then delivered.
+
+    Starting a service is two steps - launch the process, record its PID - and an interrupt between them (or
+    between recording it and entering the ``try`` that stops it on the way out) would leave a process nobody
+    stops. Held, a signal that arrives meanwhile is only noted; ``release`` puts the caller's handlers back and
+    raises it again, so it lands where the caller can clean up. Handlers are Python's, which ``exec`` resets:
+    the launched process gets the default ones. Outside the main thread (where Python delivers no signal to
+    the code) it holds nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.previous: dict[int, signal.Handlers | object] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
+
+    def _note(self, signum: int, _frame: FrameType | None) -> None:
+        self.pending.append(signum)
+
+    def release(self) -> None:
+        """Restore the caller's handlers, then deliver what arrived meanwhile (idempotent)."""
+        previous, self.previous = self.previous, {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        pending, self.pending = self.pending, []
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
