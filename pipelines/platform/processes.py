@@ -81,7 +81,7 @@ class HeldSignals:
     stops. Held, a signal that arrives meanwhile is only noted; ``release`` puts the caller's handlers back and
     raises it again, so it lands where the caller can clean up. Handlers are Python's, which ``exec`` resets:
     the launched process gets the default ones. Outside the main thread (where Python delivers no signal to
-    the code) it holds nothing.
+    the code), or where a handler was set outside Python (it could not be put back), it holds nothing.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -89,7 +89,8 @@ class HeldSignals:
     def __init__(self) -> None:
         self.pending: list[int] = []
         self.previous: dict[int, signal.Handlers | object] = {}
-        if threading.current_thread() is threading.main_thread():
+        restorable = all(signal.getsignal(sig) is not None for sig in self.SIGNALS)  # None: set outside Python
+        if threading.current_thread() is threading.main_thread() and restorable:
             self.previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
 
     def _note(self, signum: int, _frame: FrameType | None) -> None:
