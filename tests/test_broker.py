@@ -231,17 +231,22 @@ def test_broker_exiting_at_start_fails_fast_with_its_log(tmp_path: Path) -> None
 
 
 def test_a_start_interrupted_while_waiting_leaves_no_broker(tmp_path: Path) -> None:
-    """Ctrl-C while the JVM is still starting: the command that started it stops it (by its recorded PID)."""
+    """Ctrl-C while the JVM is still starting: the command that started it stops it (by its recorded PID).
+
+    The start's wait is held for a minute first, so the signal lands in it however loaded the machine is (unheld,
+    a loaded machine once let the broker turn healthy before the signal came, and the start returned)."""
     state = tmp_path / "state"
-    starter = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pipelines.kafka.broker import EmbeddedBroker; EmbeddedBroker(sys.argv[1]).start()",
-            str(state),
-        ],
-        stderr=subprocess.PIPE,
+    code = (
+        "import sys, time\n"
+        "from pipelines.kafka import broker\n"
+        "wait = broker.wait_until_healthy\n"
+        "def wait_held(*args, **kwargs):\n"
+        "    time.sleep(60)\n"
+        "    return wait(*args, **kwargs)\n"
+        "broker.wait_until_healthy = wait_held\n"
+        "broker.EmbeddedBroker(sys.argv[1]).start()\n"
     )
+    starter = subprocess.Popen([sys.executable, "-c", code, str(state)], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not (state / "broker.json").exists() and starter.poll() is None and time.monotonic() < deadline:
