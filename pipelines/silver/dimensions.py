@@ -39,7 +39,7 @@ from pipelines.platform.lake import Lake
 from pipelines.platform.registry import table
 from pipelines.platform.spark import local_frame
 from pipelines.silver.pii import USER_AGENT_NAMESPACE, SparkPseudonymizer
-from pipelines.silver.user_agents import DEVICES_SCHEMA, parse_agents
+from pipelines.silver.user_agents import parse_agents
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -390,9 +390,9 @@ def refresh_devices(spark: SparkSession, settings: Settings, user_agents: DataFr
         return 0
     new = parse_agents(agents)
     if exists:
-        tables.merge(spark, path, new.cast(DEVICES_SCHEMA), "t.user_agent_key = s.user_agent_key", update=False)
+        tables.merge(spark, path, new, "t.user_agent_key = s.user_agent_key", update=False)
     else:  # the first run creates the table with its rows (a racing first run may add the same agents)
-        frame = spark.createDataFrame(new.cast(DEVICES_SCHEMA))
+        frame = spark.createDataFrame(new)
         frame.write.format("delta").mode(mode).option("overwriteSchema", "true").save(path)
     register_table(spark, settings, path)
     return new.num_rows
